@@ -1,0 +1,235 @@
+"""XLSTMConfig: one configuration for both xLSTM block families (DESIGN.md 1.6)."""
+
+import math
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+LAYER_TYPES = ("mlstm", "slstm")
+BLOCK_FAMILIES = ("neurips", "large")
+
+# Values that the field `None` stands for, per block family: the official NeurIPS blocks and the
+# xLSTM-Large (7B) block.
+FAMILY_DEFAULTS = {
+    "neurips": {"norm_eps": 1e-5, "ffn_proj_factor": 1.3, "ffn_act": "gelu", "gate_soft_cap": 0.0, "logit_soft_cap": 0.0},
+    "large": {"norm_eps": 1e-6, "ffn_proj_factor": 2.667, "ffn_act": "silu", "gate_soft_cap": 15.0, "logit_soft_cap": 30.0},
+}
+
+
+def round_up_to_multiple(value: float, multiple: int) -> int:
+    """Smallest multiple of `multiple` that is >= `value` (the official up-projection rounding)."""
+    return int(math.ceil(value / multiple) * multiple)
+
+
+@strict
+class XLSTMConfig(PreTrainedConfig):
+    r"""
+    Configuration of an xLSTM model: a stack of mLSTM and sLSTM blocks (Beck et al. 2024).
+
+    Args:
+        vocab_size (`int` or `None`, defaults to 50304):
+            Number of tokens. `None` builds a model without token embedding that takes `inputs_embeds`.
+        hidden_size (`int`, defaults to 768): Width of the residual stream.
+        num_hidden_layers (`int`, defaults to 12): Number of blocks.
+        num_heads (`int`, defaults to 4): Heads of the mLSTM layers.
+        layer_types (`list[str]`, *optional*):
+            One entry per block, `"mlstm"` or `"slstm"`, in any pattern. Defaults to all `"mlstm"`.
+        block_family (`str`, defaults to `"neurips"`):
+            `"neurips"`: the blocks of the xLSTM paper (mLSTM with up-projection, causal conv and no
+            feed-forward; sLSTM followed by a gated feed-forward; LayerNorm). `"large"`: the xLSTM-7B
+            block (RMSNorm, mLSTM with plain linear q/k/v and a sigmoid output gate, soft-capped gates,
+            SwiGLU feed-forward after every block, soft-capped logits).
+        mlstm_proj_factor (`float`, defaults to 2.0): NeurIPS mLSTM up-projection factor.
+        qkv_proj_blocksize (`int`, defaults to 4): NeurIPS mLSTM block size of the block-diagonal q/k/v maps.
+        conv_kernel_size (`int`, defaults to 4): NeurIPS mLSTM causal conv width (0: no conv).
+        qk_dim_factor (`float`, defaults to 0.5): Large mLSTM query/key width as a fraction of `hidden_size`.
+        v_dim_factor (`float`, defaults to 1.0): Large mLSTM value width as a fraction of `hidden_size`.
+        gate_soft_cap (`float`, *optional*): Soft cap `c * tanh(x / c)` of the mLSTM gate pre-activations;
+            0 disables it. Defaults to 0 (NeurIPS) or 15 (Large).
+        chunk_size (`int`, defaults to 64): Chunk length of the chunkwise mLSTM (any sequence length works).
+        mlstm_eps (`float`, defaults to 1e-6): Epsilon of the mLSTM normaliser.
+        slstm_num_heads (`int`, *optional*): Heads of the sLSTM layers; defaults to `num_heads`.
+        slstm_conv_kernel_size (`int`, defaults to 4): sLSTM causal conv width (0: no conv).
+        ffn_proj_factor (`float`, *optional*): Gated feed-forward width as a fraction of `hidden_size`
+            (0: no feed-forward). Defaults to 1.3 (NeurIPS) or 2.667 (Large).
+        ffn_act (`str`, *optional*): Gate activation of the feed-forward, a name of transformers' `ACT2FN`.
+            Defaults to `"gelu"` (NeurIPS) or `"silu"` (Large).
+        round_up_to_multiple_of (`int`, defaults to 64): Inner widths are rounded up to a multiple of this.
+        norm_eps (`float`, *optional*): Epsilon of all norms. Defaults to 1e-5 (NeurIPS) or 1e-6 (Large).
+        use_bias (`bool`, defaults to `False`): Biases in the linear projections.
+        add_out_norm (`bool`, defaults to `True`): Norm after the last block.
+        logit_soft_cap (`float`, *optional*): Soft cap of the output logits; 0 disables it. Defaults to 0
+            (NeurIPS) or 30 (Large).
+        dropout (`float`, defaults to 0.0): Dropout inside the blocks.
+        embedding_dropout (`float`, defaults to 0.0): Dropout on the token embeddings.
+        tie_word_embeddings (`bool`, defaults to `False`): Share the embedding with the LM head.
+        use_cache (`bool`, defaults to `True`): Return the recurrent state for generation.
+
+    Example:
+
+    ```python
+    >>> from xlstm_hf import XLSTMConfig, XLSTMForCausalLM
+    >>> config = XLSTMConfig(hidden_size=128, num_hidden_layers=4, layer_types=["mlstm", "slstm", "mlstm", "mlstm"])
+    >>> model = XLSTMForCausalLM(config)
+    ```
+    """
+
+    model_type = "xlstm_hf"
+    attribute_map = {"num_attention_heads": "num_heads", "num_blocks": "num_hidden_layers", "embedding_dim": "hidden_size"}
+
+    vocab_size: int | None = 50304
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_heads: int = 4
+    layer_types: list[str] | None = None
+    block_family: str = "neurips"
+    # mLSTM
+    mlstm_proj_factor: float = 2.0
+    qkv_proj_blocksize: int = 4
+    conv_kernel_size: int = 4
+    qk_dim_factor: float = 0.5
+    v_dim_factor: float = 1.0
+    gate_soft_cap: float | None = None
+    chunk_size: int = 64
+    mlstm_eps: float = 1e-6
+    # sLSTM
+    slstm_num_heads: int | None = None
+    slstm_conv_kernel_size: int = 4
+    # feed-forward, norms, head
+    ffn_proj_factor: float | None = None
+    ffn_act: str | None = None
+    round_up_to_multiple_of: int = 64
+    norm_eps: float | None = None
+    use_bias: bool = False
+    add_out_norm: bool = True
+    logit_soft_cap: float | None = None
+    dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    # transformers
+    tie_word_embeddings: bool = False
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.layer_types is None:
+            self.layer_types = ["mlstm"] * self.num_hidden_layers
+        else:
+            self.layer_types = list(self.layer_types)
+        if self.slstm_num_heads is None:
+            self.slstm_num_heads = self.num_heads
+        if self.block_family not in BLOCK_FAMILIES:
+            raise ValueError(f"block_family={self.block_family!r} is unknown; use one of {BLOCK_FAMILIES}.")
+        for name, value in FAMILY_DEFAULTS[self.block_family].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        super().__post_init__(**kwargs)
+        self._check_layer_types()
+        self._check_sizes()
+        self._check_token_ids()
+
+    # ---- derived sizes -------------------------------------------------------------------------
+    @property
+    def mlstm_inner_size(self) -> int:
+        """Width of the NeurIPS mLSTM up-projection."""
+        return round_up_to_multiple(self.mlstm_proj_factor * self.hidden_size, self.round_up_to_multiple_of)
+
+    @property
+    def mlstm_qk_size(self) -> int:
+        if self.block_family == "large":
+            return int(self.hidden_size * self.qk_dim_factor)
+        return self.mlstm_inner_size
+
+    @property
+    def mlstm_v_size(self) -> int:
+        if self.block_family == "large":
+            return int(self.hidden_size * self.v_dim_factor)
+        return self.mlstm_inner_size
+
+    @property
+    def ffn_size(self) -> int:
+        """Width of the gated feed-forward (0: blocks have none)."""
+        if not self.ffn_proj_factor:
+            return 0
+        return round_up_to_multiple(self.ffn_proj_factor * self.hidden_size, self.round_up_to_multiple_of)
+
+    # ---- validation: plain ValueErrors at construction, each naming the field and the fix ----------
+    def validate_layer_type(self):
+        """Replaces transformers' check, which knows only attention layer types; see `_check_layer_types`."""
+
+    def validate_token_ids(self):
+        """Replaces transformers' check, which only warns; see `_check_token_ids`."""
+
+    def _check_layer_types(self):
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(
+                f"layer_types has {len(self.layer_types)} entries but num_hidden_layers={self.num_hidden_layers}; "
+                "give one entry per block, or leave layer_types unset for all-mLSTM."
+            )
+        for index, layer_type in enumerate(self.layer_types):
+            if layer_type not in LAYER_TYPES:
+                raise ValueError(
+                    f"layer_types[{index}]={layer_type!r} is not a block type; use one of {LAYER_TYPES}."
+                )
+
+    def _check_sizes(self):
+        """Sizes and the divisibility every block needs."""
+        for name in ("hidden_size", "num_hidden_layers", "num_heads", "slstm_num_heads", "chunk_size",
+                     "qkv_proj_blocksize", "round_up_to_multiple_of"):
+            _require(getattr(self, name) >= 1, f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.vocab_size is not None:
+            _require(self.vocab_size >= 1, f"vocab_size must be a positive integer or None, got {self.vocab_size}.")
+        for name in ("conv_kernel_size", "slstm_conv_kernel_size"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables the conv), got {getattr(self, name)}.")
+        for name in ("mlstm_proj_factor", "qk_dim_factor", "v_dim_factor", "norm_eps", "mlstm_eps"):
+            _require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}.")
+        for name in ("ffn_proj_factor", "gate_soft_cap", "logit_soft_cap"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}.")
+        for name in ("dropout", "embedding_dropout"):
+            _require(0 <= getattr(self, name) < 1, f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        _require(self.ffn_act in ACT2FN,
+                 f"ffn_act={self.ffn_act!r} is unknown; use a name of transformers' ACT2FN such as 'gelu' or 'silu'.")
+        _require(not (self.tie_word_embeddings and self.vocab_size is None),
+                 "tie_word_embeddings=True needs a token embedding; set vocab_size or tie_word_embeddings=False.")
+        if "mlstm" in self.layer_types:
+            self._check_mlstm_sizes()
+        if "slstm" in self.layer_types:
+            _require(self.hidden_size % self.slstm_num_heads == 0,
+                     f"slstm_num_heads={self.slstm_num_heads} does not divide hidden_size={self.hidden_size}; "
+                     "choose a divisor of hidden_size.")
+
+    def _check_token_ids(self):
+        """Special token ids must lie in the vocabulary."""
+        if self.vocab_size is None:
+            return
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            for token_id in value if isinstance(value, list) else [value]:
+                _require(token_id is None or 0 <= token_id < self.vocab_size,
+                         f"{name}={token_id} is outside the vocabulary [0, {self.vocab_size}); "
+                         f"use an id below vocab_size={self.vocab_size} or None.")
+
+    def _check_mlstm_sizes(self):
+        if self.block_family == "neurips":
+            inner = self.mlstm_inner_size
+            hint = "(mlstm_proj_factor * hidden_size rounded up to round_up_to_multiple_of)"
+            _require(inner % self.num_heads == 0,
+                     f"num_heads={self.num_heads} does not divide the mLSTM inner size {inner} {hint}; "
+                     "choose num_heads dividing it.")
+            _require(inner % self.qkv_proj_blocksize == 0,
+                     f"qkv_proj_blocksize={self.qkv_proj_blocksize} does not divide the mLSTM inner size "
+                     f"{inner} {hint}; choose a divisor.")
+            return
+        for name, size in (("qk_dim_factor", self.mlstm_qk_size), ("v_dim_factor", self.mlstm_v_size)):
+            _require(size >= self.num_heads and size % self.num_heads == 0,
+                     f"num_heads={self.num_heads} does not divide the mLSTM width {size} "
+                     f"(= int(hidden_size * {name})); choose num_heads or {name} so that it does.")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+__all__ = ["XLSTMConfig"]

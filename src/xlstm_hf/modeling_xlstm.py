@@ -1,0 +1,627 @@
+"""PyTorch xLSTM for transformers: layers, blocks, the recurrent cache, the base model and the LM head.
+
+Both block families of DESIGN.md 1.6 are built from the same parts: a block is
+`x + mixer(norm(x))`, then `x + ffn(ffn_norm(x))` where the block has a feed-forward, and the mixer is
+one of `MLSTMLayer` (NeurIPS), `MLSTMLargeLayer` (xLSTM-7B) or `SLSTMLayer`. The recurrences live in
+`xlstm_hf.ops`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._pytree import tree_map
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .configuration_xlstm import XLSTMConfig
+from .ops import mlstm, slstm
+
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+
+# A block's recurrent state: (causal-conv history [B, K-1, width] or None, the cell's state tuple).
+LayerState = tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]
+
+
+def soft_cap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    """`cap * tanh(x / cap)`; a cap of 0 leaves `x` as it is."""
+    return cap * torch.tanh(x / cap) if cap else x
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------------
+
+
+class XLSTMRMSNorm(nn.Module):
+    """RMSNorm with the reduction in float32 and an optional bias (the xLSTM-Large norm)."""
+
+    def __init__(self, hidden_size: int, eps: float, bias: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        return x + self.bias if self.bias is not None else x
+
+
+class MultiHeadNorm(nn.Module):
+    """LayerNorm of every head's output on its own (float32 reduction), then one weight over all heads."""
+
+    def __init__(self, num_heads: int, head_dim: int, eps: float, bias: bool = False):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_heads * head_dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads * head_dim)) if bias else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: [B, H, T, D] -> [B, T, H * D]."""
+        normed = F.layer_norm(h.float(), h.shape[-1:], eps=self.eps).to(h.dtype)
+        normed = normed.transpose(1, 2).flatten(2) * self.weight
+        return normed + self.bias if self.bias is not None else normed
+
+
+class OutputProjection(nn.Linear):
+    """A linear map back into the residual stream (initialised small, scaled by depth)."""
+
+
+class GateProjection(nn.Linear):
+    """The mLSTM input- and forget-gate pre-activations, one of each per head (`[..., 2 * heads]`)."""
+
+
+class HeadwiseLinear(nn.Module):
+    """Block-diagonal linear map: the features are cut into `num_blocks` groups mapped independently.
+
+    `weight` is [num_blocks, out_per_block, in_per_block], as in the official code.
+    """
+
+    def __init__(self, features: int, num_blocks: int, bias: bool = False):
+        super().__init__()
+        self.num_blocks = num_blocks
+        block = features // num_blocks
+        self.weight = nn.Parameter(torch.empty(num_blocks, block, block))
+        self.bias = nn.Parameter(torch.zeros(features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("...hd,hod->...ho", x.unflatten(-1, (self.num_blocks, -1)), self.weight).flatten(-2)
+        return y + self.bias if self.bias is not None else y
+
+
+class CausalConv1d(nn.Module):
+    """Depthwise causal convolution over time that carries its last `kernel_size - 1` inputs as state.
+
+    Padded steps (mask False) enter the convolution as zeros, the same zeros that precede a sequence,
+    and are skipped in the carried history, so a padded step leaves the state untouched.
+    """
+
+    def __init__(self, features: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(features, 1, kernel_size))
+        self.bias = nn.Parameter(torch.empty(features))
+
+    def forward(
+        self, x: torch.Tensor, history: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, T, F]; history: [B, K-1, F]; mask: [B, T] -> (y [B, T, F], new history [B, K-1, F])."""
+        B, _, features = x.shape
+        if mask is not None:
+            x = x.masked_fill(~mask[..., None], 0.0)
+        if history is None:
+            history = x.new_zeros(B, self.kernel_size - 1, features)
+        window = torch.cat([history.to(x.dtype), x], dim=1)  # [B, K-1+T, F]
+        y = F.conv1d(window.transpose(1, 2), self.weight, self.bias, groups=features).transpose(1, 2)
+        return y, self._last_real_inputs(window, mask)
+
+    def _last_real_inputs(self, window: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        keep = self.kernel_size - 1
+        if mask is None:
+            return window[:, window.shape[1] - keep :]
+        history_mask = mask.new_ones(mask.shape[0], keep)
+        is_real = torch.cat([history_mask, mask], dim=1).int()
+        positions = torch.argsort(is_real, dim=1, stable=True)[:, is_real.shape[1] - keep :]  # real ones sort last
+        return window.gather(1, positions[..., None].expand(-1, -1, window.shape[-1]))
+
+
+class GatedFeedForward(nn.Module):
+    """`down(act(gate) * up)` with `gate, up` from one up-projection (GELU: NeurIPS, SiLU: SwiGLU of 7B)."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__()
+        self.proj_up = nn.Linear(config.hidden_size, 2 * config.ffn_size, bias=config.use_bias)
+        self.proj_down = OutputProjection(config.ffn_size, config.hidden_size, bias=config.use_bias)
+        self.act = ACT2FN[config.ffn_act]
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.proj_up(x).chunk(2, dim=-1)
+        return self.dropout(self.proj_down(self.act(gate) * up))
+
+
+def make_norm(config: XLSTMConfig) -> nn.Module:
+    """The pre-norm of the block family: LayerNorm without bias (NeurIPS) or RMSNorm (Large)."""
+    if config.block_family == "large":
+        return XLSTMRMSNorm(config.hidden_size, config.norm_eps, bias=config.use_bias)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, T, H * D] -> [B, H, T, D]."""
+    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mixers: the recurrent layer of a block
+# ---------------------------------------------------------------------------------------------------
+
+
+class MLSTMLayer(nn.Module):
+    """NeurIPS mLSTM layer ("pre up-projection"): up-projection, causal conv, block-diagonal q/k/v,
+    exponential gating over the matrix memory, per-head norm, learnable skip, SiLU output gate."""
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_heads
+        self.chunk_size, self.eps, self.gate_soft_cap = config.chunk_size, config.mlstm_eps, config.gate_soft_cap
+        inner = config.mlstm_inner_size
+        num_blocks = inner // config.qkv_proj_blocksize
+        self.proj_up = nn.Linear(config.hidden_size, 2 * inner, bias=config.use_bias)
+        self.conv = CausalConv1d(inner, config.conv_kernel_size) if config.conv_kernel_size else None
+        self.q_proj = HeadwiseLinear(inner, num_blocks, bias=config.use_bias)
+        self.k_proj = HeadwiseLinear(inner, num_blocks, bias=config.use_bias)
+        self.v_proj = HeadwiseLinear(inner, num_blocks, bias=config.use_bias)
+        self.gate_proj = GateProjection(3 * inner, 2 * config.num_heads)
+        self.norm = MultiHeadNorm(config.num_heads, inner // config.num_heads, config.norm_eps)
+        self.skip = nn.Parameter(torch.ones(inner))
+        self.proj_down = OutputProjection(inner, config.hidden_size, bias=config.use_bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
+    ) -> tuple[torch.Tensor, LayerState]:
+        """x: [B, T, hidden] -> ([B, T, hidden], new state)."""
+        conv_history, cell_state = state if state is not None else (None, None)
+        x_mlstm, z = self.proj_up(x).chunk(2, dim=-1)  # [B, T, inner] each
+        if self.conv is not None:
+            x_conv, conv_history = self.conv(x_mlstm, conv_history, mask)
+        else:
+            x_conv = x_mlstm
+        x_conv = F.silu(x_conv)
+        q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_mlstm)
+        gates = soft_cap(self.gate_proj(torch.cat([q, k, v], dim=-1)), self.gate_soft_cap)
+        i, f = gates.transpose(1, 2).chunk(2, dim=1)  # [B, H, T] each
+        h, cell_state = mlstm(
+            split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads),
+            i, f, mask=mask, initial_state=cell_state, chunk_size=self.chunk_size, eps=self.eps,
+        )
+        h = self.norm(h) + self.skip * x_conv  # [B, T, inner]
+        y = self.dropout(self.proj_down(h * F.silu(z)))
+        return y, (conv_history, cell_state)
+
+
+class MLSTMLargeLayer(nn.Module):
+    """xLSTM-Large (7B) mLSTM layer: linear q/k/v and output gate, soft-capped gates, per-head norm
+    times a sigmoid output gate, output projection."""
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_heads
+        self.chunk_size, self.eps, self.gate_soft_cap = config.chunk_size, config.mlstm_eps, config.gate_soft_cap
+        qk, v = config.mlstm_qk_size, config.mlstm_v_size
+        self.split_sizes = (qk, qk, v, v)
+        self.qkvo_proj = nn.Linear(config.hidden_size, 2 * qk + 2 * v, bias=config.use_bias)
+        self.gate_proj = GateProjection(config.hidden_size, 2 * config.num_heads)
+        self.norm = MultiHeadNorm(config.num_heads, v // config.num_heads, config.norm_eps, bias=config.use_bias)
+        self.out_proj = OutputProjection(v, config.hidden_size, bias=config.use_bias)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
+    ) -> tuple[torch.Tensor, LayerState]:
+        """x: [B, T, hidden] -> ([B, T, hidden], new state)."""
+        cell_state = state[1] if state is not None else None
+        q, k, v, o = self.qkvo_proj(x).split(self.split_sizes, dim=-1)
+        gates = soft_cap(self.gate_proj(x), self.gate_soft_cap)
+        i, f = gates.transpose(1, 2).chunk(2, dim=1)  # [B, H, T] each
+        h, cell_state = mlstm(
+            split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads),
+            i, f, mask=mask, initial_state=cell_state, chunk_size=self.chunk_size, eps=self.eps,
+        )
+        y = self.out_proj(torch.sigmoid(o) * self.norm(h))
+        return y, (None, cell_state)
+
+
+class SLSTMLayer(nn.Module):
+    """sLSTM layer: causal conv feeding the input and forget gates, block-diagonal gate projections,
+    the scalar-memory cell with a per-head recurrent matrix, per-head norm."""
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.slstm_num_heads
+        hidden, head_dim = config.hidden_size, config.hidden_size // config.slstm_num_heads
+        kernel = config.slstm_conv_kernel_size
+        self.conv = CausalConv1d(hidden, kernel) if kernel else None
+        self.igate = HeadwiseLinear(hidden, self.num_heads)
+        self.fgate = HeadwiseLinear(hidden, self.num_heads)
+        self.zgate = HeadwiseLinear(hidden, self.num_heads)
+        self.ogate = HeadwiseLinear(hidden, self.num_heads)
+        self.recurrent_kernel = nn.Parameter(torch.empty(self.num_heads, head_dim, 4, head_dim))
+        self.bias = nn.Parameter(torch.empty(self.num_heads, 4, head_dim))  # gates i, f, z, o
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = MultiHeadNorm(self.num_heads, head_dim, config.norm_eps)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
+    ) -> tuple[torch.Tensor, LayerState]:
+        """x: [B, T, hidden] -> ([B, T, hidden], new state)."""
+        conv_history, cell_state = state if state is not None else (None, None)
+        if self.conv is not None:
+            x_conv, conv_history = self.conv(x, conv_history, mask)
+            x_conv = F.silu(x_conv)
+        else:
+            x_conv = x
+        gates_x = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=2)
+        gates_x = gates_x.unflatten(-1, (self.num_heads, -1)).permute(0, 3, 1, 2, 4)  # [B, H, T, 4, D]
+        h, cell_state = slstm(gates_x, self.recurrent_kernel, self.bias, mask=mask, initial_state=cell_state)
+        return self.norm(self.dropout(h)), (conv_history, cell_state)
+
+
+MIXERS = {("neurips", "mlstm"): MLSTMLayer, ("large", "mlstm"): MLSTMLargeLayer}
+
+
+class XLSTMBlock(GradientCheckpointingLayer):
+    """`x + mixer(norm(x))`, then `x + ffn(ffn_norm(x))` where the block has a feed-forward."""
+
+    def __init__(self, config: XLSTMConfig, layer_idx: int):
+        super().__init__()
+        layer_type = config.layer_types[layer_idx]
+        self.norm = make_norm(config)
+        self.mixer = MIXERS.get((config.block_family, layer_type), SLSTMLayer)(config, layer_idx)
+        has_ffn = config.ffn_size > 0 and (layer_type == "slstm" or config.block_family == "large")
+        self.ffn_norm = make_norm(config) if has_ffn else None
+        self.ffn = GatedFeedForward(config) if has_ffn else None
+
+    def forward(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
+    ) -> tuple[torch.Tensor, LayerState]:
+        mixed, state = self.mixer(self.norm(hidden_states), mask=mask, state=state)
+        hidden_states = hidden_states + mixed
+        if self.ffn is not None:
+            hidden_states = hidden_states + self.ffn(self.ffn_norm(hidden_states))
+        return hidden_states, state
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cache and outputs
+# ---------------------------------------------------------------------------------------------------
+
+
+class XLSTMCache:
+    """The recurrent state of every block: its size is fixed, whatever the length of the sequence.
+
+    `layer_states[i]` is block i's `(conv history, cell state)`, or None before the first input. The
+    model replaces the states after each call and never writes into them in place, so a cache can be
+    used while training.
+    """
+
+    def __init__(self, num_layers: int):
+        self.layer_states: list[LayerState | None] = [None] * num_layers
+        self.seen_tokens = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of tokens consumed so far (the state itself does not grow with it)."""
+        return self.seen_tokens
+
+    @property
+    def batch_size(self) -> int | None:
+        for state in self.layer_states:
+            if state is not None:
+                return state[1][0].shape[0]
+        return None
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Keep the batch rows `beam_idx` (beam search), in that order."""
+        self.layer_states = tree_map(lambda t: t.index_select(0, beam_idx.to(t.device)), self.layer_states)
+
+    def nbytes(self) -> int:
+        """Bytes held by all states."""
+        sizes = tree_map(lambda t: t.numel() * t.element_size(), self.layer_states)
+        return sum(torch.utils._pytree.tree_leaves(sizes))
+
+
+@dataclass
+class XLSTMModelOutput(ModelOutput):
+    """
+    last_hidden_state: [B, T, hidden] output of the last block (after the out norm).
+    cache: the recurrent state after the input, to continue from.
+    hidden_states: the input of every block and the final output, when asked for.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: XLSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class XLSTMCausalLMOutput(ModelOutput):
+    """
+    loss: next-token cross-entropy, when `labels` are given.
+    logits: [B, T, vocab] scores of the next token.
+    cache: the recurrent state after the input, to continue from.
+    hidden_states: the input of every block and the final output, when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: XLSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------
+
+
+class XLSTMPreTrainedModel(PreTrainedModel):
+    config_class = XLSTMConfig
+    config: XLSTMConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_ids"
+    _no_split_modules = ["XLSTMBlock"]
+    supports_gradient_checkpointing = True
+    _is_stateful = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        """The official initialisation (DESIGN.md 1.6), decided by the module that owns each parameter:
+        small init for input maps, depth-scaled (Wang) init for maps into the residual stream."""
+        d = self.config.hidden_size
+        if isinstance(module, GateProjection):
+            self._init_mlstm_gates(module)
+        elif isinstance(module, (nn.Linear, nn.Embedding, HeadwiseLinear)):
+            is_output = isinstance(module, OutputProjection)
+            std = 2 / self.config.num_hidden_layers / math.sqrt(d) if is_output else math.sqrt(2 / (5 * d))
+            init.normal_(module.weight, std=std)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, XLSTMRMSNorm, MultiHeadNorm)):
+            init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, CausalConv1d):
+            bound = 1 / math.sqrt(module.kernel_size)  # PyTorch's default Conv1d init
+            init.uniform_(module.weight, -bound, bound)
+            init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, MLSTMLayer):
+            init.ones_(module.skip)
+        elif isinstance(module, SLSTMLayer):
+            init.zeros_(module.recurrent_kernel)
+            init.copy_(module.bias, self._slstm_bias(module))
+
+    def _init_mlstm_gates(self, gate_proj: GateProjection):
+        """Gate weights 0; forget bias linspace(3, 6) over heads; input bias N(0, 0.1), or -10 (Large)."""
+        num_heads = gate_proj.out_features // 2
+        init.zeros_(gate_proj.weight)
+        forget_bias = torch.linspace(3.0, 6.0, num_heads)
+        if self.config.block_family == "large":
+            input_bias = torch.full((num_heads,), -10.0)
+        else:
+            input_bias = torch.randn(num_heads) * 0.1
+        init.copy_(gate_proj.bias, torch.cat([input_bias, forget_bias]).to(gate_proj.bias))
+
+    def _slstm_bias(self, layer: "SLSTMLayer") -> torch.Tensor:
+        """Forget bias by the official block-dependent power law (about +5 to -7 over the units of a head),
+        other gates 0."""
+        num_heads, _, head_dim = layer.bias.shape
+        depth = layer.layer_idx / (self.config.num_hidden_layers - 1) if self.config.num_hidden_layers > 1 else 0.0
+        units = torch.arange(head_dim) / max(head_dim - 1, 1)
+        forget = -(-5.0 + 12.0 * units ** (0.3 + 1.3 * depth))
+        bias = torch.zeros(num_heads, 4, head_dim)
+        bias[:, 1] = forget
+        return bias.to(layer.bias)
+
+
+class XLSTMModel(XLSTMPreTrainedModel):
+    """The xLSTM block stack with token embedding and out norm; returns hidden states and the cache."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size) if config.vocab_size else None
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.blocks = nn.ModuleList(XLSTMBlock(config, idx) for idx in range(config.num_hidden_layers))
+        self.out_norm = make_norm(config) if config.add_out_norm else nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding | None:
+        return self.embeddings
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding):
+        self.embeddings = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        cache: XLSTMCache | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> XLSTMModelOutput:
+        r"""
+        input_ids: [B, T] token ids, or `inputs_embeds` [B, T, hidden].
+        attention_mask: [B, T'] with T' >= T, 1 at real tokens and 0 at padding; its last T columns
+            belong to this input. Padded steps leave every recurrent state untouched.
+        cache: state to continue from (generation, or a long input fed in pieces); updated in place.
+        use_cache: return the cache; defaults to `config.use_cache` outside training.
+        """
+        inputs_embeds = self._embed(input_ids, inputs_embeds)
+        batch_size, length = inputs_embeds.shape[:2]
+        mask = padding_mask(attention_mask, batch_size, length)
+        if use_cache is None:
+            use_cache = cache is not None or (self.config.use_cache and not self.training)
+        if cache is None and use_cache:
+            cache = XLSTMCache(len(self.blocks))
+        if cache is not None:
+            check_cache(cache, len(self.blocks), batch_size)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+
+        hidden_states = inputs_embeds
+        all_hidden_states = () if output_hidden_states else None
+        for idx, block in enumerate(self.blocks):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            state = cache.layer_states[idx] if cache is not None else None
+            hidden_states, state = block(hidden_states, mask, state)
+            if use_cache:
+                cache.layer_states[idx] = state
+        hidden_states = self.out_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        if use_cache:
+            cache.seen_tokens += length
+        return XLSTMModelOutput(
+            last_hidden_state=hidden_states, cache=cache if use_cache else None, hidden_states=all_hidden_states
+        )
+
+    def _embed(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            if self.embeddings is None:
+                raise ValueError(
+                    "This model has no token embedding (config.vocab_size is None); pass inputs_embeds instead of input_ids."
+                )
+            inputs_embeds = self.embeddings(input_ids)
+        return self.embedding_dropout(inputs_embeds)
+
+
+def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: int) -> torch.Tensor | None:
+    """Bool mask [B, T] of real steps from an attention mask whose last T columns are this input's,
+    or None where nothing is padded (the recurrences then skip all masking)."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}; expected [batch, length] = "
+            f"[{batch_size}, >= {length}] with 1 at real tokens and 0 at padding."
+        )
+    mask = attention_mask[:, attention_mask.shape[1] - length :].bool()
+    return None if bool(mask.all()) else mask
+
+
+def check_cache(cache: XLSTMCache, num_layers: int, batch_size: int) -> None:
+    """A cache must come from a model with the same blocks and hold the same batch rows."""
+    if not isinstance(cache, XLSTMCache) or len(cache.layer_states) != num_layers:
+        raise ValueError(
+            f"cache must be an XLSTMCache of this model ({num_layers} blocks), got {type(cache).__name__}"
+            f"{' with %d blocks' % len(cache.layer_states) if isinstance(cache, XLSTMCache) else ''}; "
+            "pass the cache this model returned, or None to start afresh."
+        )
+    if cache.batch_size not in (None, batch_size):
+        raise ValueError(
+            f"cache holds a batch of {cache.batch_size} but the input has {batch_size} rows; "
+            "pass the cache returned for this batch, or None to start afresh."
+        )
+
+
+class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
+    """xLSTM language model: the block stack and a (optionally tied, optionally soft-capped) LM head."""
+
+    _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__(config)
+        if not config.vocab_size:
+            raise ValueError("XLSTMForCausalLM needs a vocabulary; set config.vocab_size.")
+        self.backbone = XLSTMModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Also loads a checkpoint of transformers' built-in xLSTM (`"model_type": "xlstm"`, the layout of
+        NX-AI/xLSTM-7b), converting config and weights; `scripts/convert_transformers_xlstm.py` does it once."""
+        from .conversion import is_transformers_xlstm_checkpoint, load_transformers_xlstm
+
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        if args or not is_transformers_xlstm_checkpoint(pretrained_model_name_or_path, **hub_kwargs):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        unsupported = sorted(set(kwargs) - set(HUB_KWARGS) - {"dtype", "torch_dtype"})
+        if unsupported:
+            raise TypeError(
+                f"{unsupported} are not supported when loading a built-in transformers xLSTM checkpoint; convert "
+                "it once with scripts/convert_transformers_xlstm.py, then load the result with any arguments."
+            )
+        return load_transformers_xlstm(
+            pretrained_model_name_or_path, dtype=kwargs.get("dtype", kwargs.get("torch_dtype")), **hub_kwargs
+        )
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding):
+        self.backbone.set_input_embeddings(new_embeddings)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        cache: XLSTMCache | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> XLSTMCausalLMOutput:
+        r"""
+        labels: [B, T] next-token targets (shifted inside), -100 where ignored.
+        logits_to_keep: compute logits only for the last this many positions (0: all).
+        Other arguments as in `XLSTMModel.forward`.
+        """
+        outputs = self.backbone(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden_states = outputs.last_hidden_state[:, -logits_to_keep:] if logits_to_keep else outputs.last_hidden_state
+        logits = soft_cap(self.lm_head(hidden_states), self.config.logit_soft_cap)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return XLSTMCausalLMOutput(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+        )
+
+
+__all__ = [
+    "XLSTMCache",
+    "XLSTMCausalLMOutput",
+    "XLSTMForCausalLM",
+    "XLSTMModel",
+    "XLSTMModelOutput",
+    "XLSTMPreTrainedModel",
+]

@@ -16,8 +16,12 @@ FAMILY_DEFAULTS = {
 }
 
 
-def round_up_to_multiple(value: float, multiple: int) -> int:
-    """Smallest multiple of `multiple` that is >= `value` (the official up-projection rounding)."""
+def round_up_to_multiple(value: float, multiple: int, family: str = "neurips") -> int:
+    """Round a width up to a multiple, exactly as the official code of each block family does: the
+    NeurIPS code takes the ceiling of `value`, the xLSTM-Large code `(value + multiple - 1) // multiple`,
+    which ignores a fractional part (2.6667 * 96 = 256.003 stays 256)."""
+    if family == "large":
+        return int((value + multiple - 1) // multiple * multiple)
     return int(math.ceil(value / multiple) * multiple)
 
 
@@ -84,27 +88,27 @@ class XLSTMConfig(PreTrainedConfig):
     layer_types: list[str] | None = None
     block_family: str = "neurips"
     # mLSTM
-    mlstm_proj_factor: float = 2.0
+    mlstm_proj_factor: float | int = 2.0
     qkv_proj_blocksize: int = 4
     conv_kernel_size: int = 4
-    qk_dim_factor: float = 0.5
-    v_dim_factor: float = 1.0
-    gate_soft_cap: float | None = None
+    qk_dim_factor: float | int = 0.5
+    v_dim_factor: float | int = 1.0
+    gate_soft_cap: float | int | None = None
     chunk_size: int = 64
-    mlstm_eps: float = 1e-6
+    mlstm_eps: float | int = 1e-6
     # sLSTM
     slstm_num_heads: int | None = None
     slstm_conv_kernel_size: int = 4
     # feed-forward, norms, head
-    ffn_proj_factor: float | None = None
+    ffn_proj_factor: float | int | None = None
     ffn_act: str | None = None
     round_up_to_multiple_of: int = 64
-    norm_eps: float | None = None
+    norm_eps: float | int | None = None
     use_bias: bool = False
     add_out_norm: bool = True
-    logit_soft_cap: float | None = None
-    dropout: float = 0.0
-    embedding_dropout: float = 0.0
+    logit_soft_cap: float | int | None = None
+    dropout: float | int = 0.0
+    embedding_dropout: float | int = 0.0
     # transformers
     tie_word_embeddings: bool = False
     use_cache: bool = True
@@ -125,8 +129,8 @@ class XLSTMConfig(PreTrainedConfig):
             if getattr(self, name) is None:
                 setattr(self, name, value)
         super().__post_init__(**kwargs)
-        self._check_layer_types()
         self._check_sizes()
+        self._check_layer_types()
         self._check_token_ids()
 
     # ---- derived sizes -------------------------------------------------------------------------
@@ -152,7 +156,9 @@ class XLSTMConfig(PreTrainedConfig):
         """Width of the gated feed-forward (0: blocks have none)."""
         if not self.ffn_proj_factor:
             return 0
-        return round_up_to_multiple(self.ffn_proj_factor * self.hidden_size, self.round_up_to_multiple_of)
+        return round_up_to_multiple(
+            self.ffn_proj_factor * self.hidden_size, self.round_up_to_multiple_of, self.block_family
+        )
 
     # ---- validation: plain ValueErrors at construction, each naming the field and the fix ----------
     def validate_layer_type(self):

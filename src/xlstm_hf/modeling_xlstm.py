@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map_only
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -331,12 +331,14 @@ class XLSTMCache:
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Keep the batch rows `beam_idx` (beam search), in that order."""
-        self.layer_states = tree_map(lambda t: t.index_select(0, beam_idx.to(t.device)), self.layer_states)
+        self.layer_states = tree_map_only(
+            torch.Tensor, lambda t: t.index_select(0, beam_idx.to(t.device)), self.layer_states
+        )
 
     def nbytes(self) -> int:
         """Bytes held by all states."""
-        sizes = tree_map(lambda t: t.numel() * t.element_size(), self.layer_states)
-        return sum(torch.utils._pytree.tree_leaves(sizes))
+        tensors = [leaf for leaf in tree_leaves(self.layer_states) if isinstance(leaf, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 @dataclass

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from xlstm_hf.conversion import is_transformers_xlstm_checkpoint, load_transformers_xlstm
+from xlstm_hf import XLSTMForCausalLM
+from xlstm_hf.checkpoint_mapping import is_transformers_xlstm_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"{args.output} exists; choose a new output folder so that nothing there is overwritten.")
     if not is_transformers_xlstm_checkpoint(args.source):
         raise SystemExit(f"{args.source} is not a transformers xLSTM checkpoint (config.json model_type 'xlstm').")
-    model = load_transformers_xlstm(args.source, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    model = XLSTMForCausalLM.from_pretrained(args.source, dtype=getattr(torch, args.dtype) if args.dtype else None)
     model.save_pretrained(args.output)
     copy_tokenizer(args.source, args.output)
     print(f"converted {args.source} -> {args.output} ({model.num_parameters():,} parameters)")

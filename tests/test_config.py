@@ -32,10 +32,10 @@ def mixed_config():
 @pytest.mark.parametrize(
     ("family", "expected"),
     [
-        ("neurips", {"norm_eps": 1e-5, "ffn_act": "gelu", "ffn_proj_factor": 1.3, "gate_soft_cap": 0.0,
-                     "logit_soft_cap": 0.0}),
-        ("large", {"norm_eps": 1e-6, "ffn_act": "silu", "ffn_proj_factor": 2.667, "gate_soft_cap": 15.0,
-                   "logit_soft_cap": 30.0}),
+        ("neurips", {"norm_type": "layernorm", "norm_eps": 1e-5, "ffn_act": "gelu", "ffn_proj_factor": 1.3,
+                     "gate_soft_cap": 0.0, "logit_soft_cap": 0.0}),
+        ("large", {"norm_type": "rmsnorm", "norm_eps": 1e-6, "ffn_act": "silu", "ffn_proj_factor": 2.667,
+                   "gate_soft_cap": 15.0, "logit_soft_cap": 30.0}),
     ],
 )
 def test_defaults_resolve_per_block_family(family, expected):
@@ -45,8 +45,8 @@ def test_defaults_resolve_per_block_family(family, expected):
 
 @pytest.mark.parametrize("family", ["neurips", "large"])
 def test_explicit_values_win_over_family_defaults(family):
-    explicit = {"norm_eps": 1e-3, "ffn_act": "relu", "ffn_proj_factor": 2.0, "gate_soft_cap": 5.0,
-                "logit_soft_cap": 7.0}
+    explicit = {"norm_type": "rmsnorm" if family == "neurips" else "layernorm", "norm_eps": 1e-3, "ffn_act": "relu",
+                "ffn_proj_factor": 2.0, "gate_soft_cap": 5.0, "logit_soft_cap": 7.0}
     config = XLSTMConfig(block_family=family, **explicit)
     assert {name: getattr(config, name) for name in explicit} == explicit
 
@@ -143,6 +143,7 @@ INVALID_CONFIGS = [
     ({"gate_soft_cap": -1.0}, "gate_soft_cap"),
     ({"block_family": "large", "logit_soft_cap": -30.0}, "logit_soft_cap"),
     ({"ffn_act": "swishy"}, "ffn_act"),
+    ({"norm_type": "batchnorm"}, "norm_type"),
     ({"vocab_size": 100, "pad_token_id": 100}, "pad_token_id"),
     ({"vocab_size": 100, "bos_token_id": -1}, "bos_token_id"),
     ({"vocab_size": 100, "eos_token_id": [1, 100]}, "eos_token_id"),

@@ -88,7 +88,9 @@ NEURIPS_STACKS = {
     "slstm": dict(layout=[1]),
     "mixed": dict(layout=[0, 1, 0, 0]),
     "slstm-first-odd-width": dict(layout=[1, 0, 1], embedding_dim=48, mlstm_heads=2, slstm_heads=3),
-    "no-slstm-conv-bias-no-ffn-no-out-norm": dict(layout=[0, 1], slstm_conv=0, bias=True, feedforward=False, post_norm=False),
+    "no-slstm-conv-bias-no-ffn-no-out-norm": dict(
+        layout=[0, 1], slstm_conv=0, bias=True, feedforward=False, post_norm=False
+    ),
 }
 
 

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from xlstm_hf import XLSTMCache, XLSTMConfig, XLSTMForCausalLM, XLSTMModel
+from xlstm_hf.modeling_xlstm import XLSTMRMSNorm
 
 VOCAB = 64
 PAD = 0
@@ -398,6 +399,19 @@ def test_labels_give_shifted_causal_lm_loss(model):
     out = model(ids, labels=labels)
     expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, VOCAB), labels[:, 1:].reshape(-1), ignore_index=-100)
     assert_close(out.loss, expected, **TOL)
+
+
+@pytest.mark.parametrize(("family", "norm_type", "norm_class"), [
+    ("neurips", "rmsnorm", XLSTMRMSNorm),
+    ("large", "layernorm", torch.nn.LayerNorm),
+])
+def test_norm_type_overrides_the_family_norm(family, norm_type, norm_class):
+    name = f"{family}-mixed"
+    model = make_model(name, norm_type=norm_type)
+    norms = [block.norm for block in model.backbone.blocks] + [model.backbone.out_norm]
+    assert all(type(norm) is norm_class for norm in norms)
+    with torch.no_grad():
+        assert torch.isfinite(model(random_ids(2, 10)).logits).all()
 
 
 # ---- 9. the cache ----------------------------------------------------------------------------------

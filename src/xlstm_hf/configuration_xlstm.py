@@ -1,18 +1,22 @@
 """XLSTMConfig: one configuration for both xLSTM block families (DESIGN.md 1.6)."""
 
 import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 LAYER_TYPES = ("mlstm", "slstm")
 BLOCK_FAMILIES = ("neurips", "large")
+NORM_TYPES = ("layernorm", "rmsnorm")
 
 # Values that the field `None` stands for, per block family: the official NeurIPS blocks and the
 # xLSTM-Large (7B) block.
 FAMILY_DEFAULTS = {
-    "neurips": {"norm_eps": 1e-5, "ffn_proj_factor": 1.3, "ffn_act": "gelu", "gate_soft_cap": 0.0, "logit_soft_cap": 0.0},
-    "large": {"norm_eps": 1e-6, "ffn_proj_factor": 2.667, "ffn_act": "silu", "gate_soft_cap": 15.0, "logit_soft_cap": 30.0},
+    "neurips": {"norm_type": "layernorm", "norm_eps": 1e-5, "ffn_proj_factor": 1.3, "ffn_act": "gelu",
+                "gate_soft_cap": 0.0, "logit_soft_cap": 0.0},
+    "large": {"norm_type": "rmsnorm", "norm_eps": 1e-6, "ffn_proj_factor": 2.667, "ffn_act": "silu",
+              "gate_soft_cap": 15.0, "logit_soft_cap": 30.0},
 }
 
 
@@ -59,6 +63,8 @@ class XLSTMConfig(PreTrainedConfig):
         ffn_act (`str`, *optional*): Gate activation of the feed-forward, a name of transformers' `ACT2FN`.
             Defaults to `"gelu"` (NeurIPS) or `"silu"` (Large).
         round_up_to_multiple_of (`int`, defaults to 64): Inner widths are rounded up to a multiple of this.
+        norm_type (`str`, *optional*): The block and output norms, `"layernorm"` or `"rmsnorm"`. Defaults to
+            `"layernorm"` (NeurIPS) or `"rmsnorm"` (Large). The per-head norm is always a LayerNorm.
         norm_eps (`float`, *optional*): Epsilon of all norms. Defaults to 1e-5 (NeurIPS) or 1e-6 (Large).
         use_bias (`bool`, defaults to `False`): Biases in the linear projections.
         add_out_norm (`bool`, defaults to `True`): Norm after the last block.
@@ -79,7 +85,9 @@ class XLSTMConfig(PreTrainedConfig):
     """
 
     model_type = "xlstm_hf"
-    attribute_map = {"num_attention_heads": "num_heads", "num_blocks": "num_hidden_layers", "embedding_dim": "hidden_size"}
+    attribute_map = {
+        "num_attention_heads": "num_heads", "num_blocks": "num_hidden_layers", "embedding_dim": "hidden_size"
+    }
 
     vocab_size: int | None = 50304
     hidden_size: int = 768
@@ -103,6 +111,7 @@ class XLSTMConfig(PreTrainedConfig):
     ffn_proj_factor: float | int | None = None
     ffn_act: str | None = None
     round_up_to_multiple_of: int = 64
+    norm_type: str | None = None
     norm_eps: float | int | None = None
     use_bias: bool = False
     add_out_norm: bool = True
@@ -194,6 +203,7 @@ class XLSTMConfig(PreTrainedConfig):
             _require(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}.")
         for name in ("dropout", "embedding_dropout"):
             _require(0 <= getattr(self, name) < 1, f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        _require(self.norm_type in NORM_TYPES, f"norm_type={self.norm_type!r} is unknown; use one of {NORM_TYPES}.")
         _require(self.ffn_act in ACT2FN,
                  f"ffn_act={self.ffn_act!r} is unknown; use a name of transformers' ACT2FN such as 'gelu' or 'silu'.")
         _require(not (self.tie_word_embeddings and self.vocab_size is None),

@@ -19,6 +19,11 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, can_return_tuple
 
+from .checkpoint_mapping import (
+    is_transformers_xlstm_checkpoint,
+    load_converted_weights,
+    read_transformers_xlstm_checkpoint,
+)
 from .configuration_xlstm import XLSTMConfig
 from .ops import mlstm, slstm
 
@@ -147,10 +152,12 @@ class GatedFeedForward(nn.Module):
 
 
 def make_norm(config: XLSTMConfig) -> nn.Module:
-    """The pre-norm of the block family: LayerNorm without bias (NeurIPS) or RMSNorm (Large)."""
-    if config.block_family == "large":
-        return XLSTMRMSNorm(config.hidden_size, config.norm_eps, bias=config.use_bias)
-    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
+    """A block or output norm of kind `config.norm_type`; as in the official code, only Large blocks give
+    their norms a bias (with `use_bias`)."""
+    bias = config.use_bias and config.block_family == "large"
+    if config.norm_type == "rmsnorm":
+        return XLSTMRMSNorm(config.hidden_size, config.norm_eps, bias=bias)
+    return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=bias)
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -504,7 +511,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
         if inputs_embeds is None:
             if self.embeddings is None:
                 raise ValueError(
-                    "This model has no token embedding (config.vocab_size is None); pass inputs_embeds instead of input_ids."
+                    "This model has no token embedding (config.vocab_size is None); "
+                    "pass inputs_embeds instead of input_ids."
                 )
             inputs_embeds = self.embeddings(input_ids)
         return self.embedding_dropout(inputs_embeds)
@@ -556,8 +564,6 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Also loads a checkpoint of transformers' built-in xLSTM (`"model_type": "xlstm"`, the layout of
         NX-AI/xLSTM-7b), converting config and weights; `scripts/convert_transformers_xlstm.py` does it once."""
-        from .conversion import is_transformers_xlstm_checkpoint, load_transformers_xlstm
-
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if args or not is_transformers_xlstm_checkpoint(pretrained_model_name_or_path, **hub_kwargs):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -567,9 +573,13 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
                 f"{unsupported} are not supported when loading a built-in transformers xLSTM checkpoint; convert "
                 "it once with scripts/convert_transformers_xlstm.py, then load the result with any arguments."
             )
-        return load_transformers_xlstm(
-            pretrained_model_name_or_path, dtype=kwargs.get("dtype", kwargs.get("torch_dtype")), **hub_kwargs
-        )
+        config, weights = read_transformers_xlstm_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
+        model = cls(config)
+        load_converted_weights(model, weights)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if dtype not in (None, "auto"):
+            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        return model.eval()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.backbone.get_input_embeddings()

@@ -4,7 +4,15 @@ Importing the package registers `XLSTMConfig` (model type "xlstm_hf") and the mo
 classes; it compiles nothing, prints nothing and needs no GPU.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTimeSeriesPrediction,
+    AutoModelForTokenClassification,
+)
 
 from .configuration_xlstm import XLSTMConfig
 from .conversion import convert_official_xlstm
@@ -12,14 +20,26 @@ from .modeling_xlstm import (
     XLSTMCache,
     XLSTMCausalLMOutput,
     XLSTMForCausalLM,
+    XLSTMForSeq2SeqLM,
+    XLSTMForSequenceClassification,
+    XLSTMForTokenClassification,
     XLSTMModel,
     XLSTMModelOutput,
     XLSTMPreTrainedModel,
+)
+from .modeling_xlstm_time_series import (
+    XLSTMForTimeSeriesPrediction,
+    XLSTMForTimeSeriesPredictionOutput,
+    XLSTMTimeSeriesSampleOutput,
 )
 
 AutoConfig.register(XLSTMConfig.model_type, XLSTMConfig)
 AutoModel.register(XLSTMConfig, XLSTMModel)
 AutoModelForCausalLM.register(XLSTMConfig, XLSTMForCausalLM)
+AutoModelForSequenceClassification.register(XLSTMConfig, XLSTMForSequenceClassification)
+AutoModelForTokenClassification.register(XLSTMConfig, XLSTMForTokenClassification)
+AutoModelForSeq2SeqLM.register(XLSTMConfig, XLSTMForSeq2SeqLM)
+AutoModelForTimeSeriesPrediction.register(XLSTMConfig, XLSTMForTimeSeriesPrediction)
 
 __version__ = "0.1.0"
 
@@ -28,8 +48,14 @@ __all__ = [
     "XLSTMCausalLMOutput",
     "XLSTMConfig",
     "XLSTMForCausalLM",
+    "XLSTMForSeq2SeqLM",
+    "XLSTMForSequenceClassification",
+    "XLSTMForTimeSeriesPrediction",
+    "XLSTMForTimeSeriesPredictionOutput",
+    "XLSTMForTokenClassification",
     "XLSTMModel",
     "XLSTMModelOutput",
     "XLSTMPreTrainedModel",
+    "XLSTMTimeSeriesSampleOutput",
     "convert_official_xlstm",
 ]

@@ -1,5 +1,6 @@
 """XLSTMConfig: one configuration for both xLSTM block families (DESIGN.md 1.6)."""
 
+import copy
 import math
 
 from huggingface_hub.dataclasses import strict
@@ -9,6 +10,9 @@ from transformers.activations import ACT2FN
 LAYER_TYPES = ("mlstm", "slstm")
 BLOCK_FAMILIES = ("neurips", "large")
 NORM_TYPES = ("layernorm", "rmsnorm")
+SCALINGS = ("mean", "std", None)
+TIME_SERIES_LOSSES = ("mse", "nll", "quantile")
+DISTRIBUTIONS = ("student_t", "normal", "negative_binomial")
 
 # Values that the field `None` stands for, per block family: the official NeurIPS blocks and the
 # xLSTM-Large (7B) block.
@@ -72,6 +76,18 @@ class XLSTMConfig(PreTrainedConfig):
             (NeurIPS) or 30 (Large).
         dropout (`float`, defaults to 0.0): Dropout inside the blocks.
         embedding_dropout (`float`, defaults to 0.0): Dropout on the token embeddings.
+        bidirectional (`bool`, defaults to `False`): Encoder mode: every block also runs over the reversed
+            sequence (its own weights) and adds both directions, like a BiLSTM. No cache, no generation.
+        encoder_layer_types (`list[str]`, *optional*): Blocks of the encoder of `XLSTMForSeq2SeqLM`;
+            defaults to `layer_types`.
+        add_cross_attention (`bool`, defaults to `False`): Decoder mode: every block reads the encoder
+            outputs through multi-head cross-attention (set by `XLSTMForSeq2SeqLM` on its decoder).
+        context_length, prediction_length, num_input_channels, patch_length, patch_stride, scaling, loss,
+        distribution_output, num_parallel_samples, quantiles: The forecasting settings of
+            `XLSTMForTimeSeriesPrediction`, named and meant as in PatchTST (`loss`: `"mse"`, `"nll"` or
+            `"quantile"`; `quantiles`: the levels of the quantile loss, default [0.1, 0.5, 0.9]).
+            `num_input_channels` is also the width of the `past_values` read by the classification
+            heads of a model without vocabulary.
         tie_word_embeddings (`bool`, defaults to `False`): Share the embedding with the LM head.
         use_cache (`bool`, defaults to `True`): Return the recurrent state for generation.
 
@@ -118,12 +134,28 @@ class XLSTMConfig(PreTrainedConfig):
     logit_soft_cap: float | int | None = None
     dropout: float | int = 0.0
     embedding_dropout: float | int = 0.0
+    # encoders and encoder-decoders
+    bidirectional: bool = False
+    encoder_layer_types: list[str] | None = None
+    add_cross_attention: bool = False
+    # time series (XLSTMForTimeSeriesPrediction; the names of PatchTST)
+    context_length: int = 64
+    prediction_length: int = 24
+    num_input_channels: int = 1
+    patch_length: int = 8
+    patch_stride: int = 8
+    scaling: str | bool | None = "std"
+    loss: str = "mse"
+    distribution_output: str = "student_t"
+    num_parallel_samples: int = 100
+    quantiles: list[float] | None = None
     # transformers
     tie_word_embeddings: bool = False
     use_cache: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    decoder_start_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.layer_types is None:
@@ -132,6 +164,14 @@ class XLSTMConfig(PreTrainedConfig):
             self.layer_types = list(self.layer_types)
         if self.slstm_num_heads is None:
             self.slstm_num_heads = self.num_heads
+        if self.encoder_layer_types is not None:
+            self.encoder_layer_types = list(self.encoder_layer_types)
+        if self.scaling is True:
+            self.scaling = "std"
+        elif self.scaling is False:
+            self.scaling = None
+        if self.quantiles is None:
+            self.quantiles = [0.1, 0.5, 0.9]
         if self.block_family not in BLOCK_FAMILIES:
             raise ValueError(f"block_family={self.block_family!r} is unknown; use one of {BLOCK_FAMILIES}.")
         for name, value in FAMILY_DEFAULTS[self.block_family].items():
@@ -141,6 +181,7 @@ class XLSTMConfig(PreTrainedConfig):
         self._check_sizes()
         self._check_layer_types()
         self._check_token_ids()
+        self._check_time_series()
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
@@ -169,6 +210,25 @@ class XLSTMConfig(PreTrainedConfig):
             self.ffn_proj_factor * self.hidden_size, self.round_up_to_multiple_of, self.block_family
         )
 
+    # ---- the parts of an encoder-decoder ----------------------------------------------------------
+    def encoder_config(self) -> "XLSTMConfig":
+        """The bidirectional encoder of `XLSTMForSeq2SeqLM`: `encoder_layer_types` (or `layer_types`) blocks
+        with the token embedding."""
+        config = copy.deepcopy(self)
+        config.layer_types = list(self.encoder_layer_types or self.layer_types)
+        config.num_hidden_layers = len(config.layer_types)
+        config.bidirectional, config.is_encoder_decoder, config.use_cache = True, False, False
+        config.tie_word_embeddings = False
+        return config
+
+    def decoder_config(self) -> "XLSTMConfig":
+        """The causal decoder of `XLSTMForSeq2SeqLM`: `layer_types` blocks with cross-attention; it reads
+        target tokens embedded by the encoder's embedding."""
+        config = copy.deepcopy(self)
+        config.vocab_size, config.tie_word_embeddings = None, False
+        config.add_cross_attention, config.is_encoder_decoder, config.bidirectional = True, False, False
+        return config
+
     # ---- validation: plain ValueErrors at construction, each naming the field and the fix ----------
     def validate_layer_type(self):
         """Replaces transformers' check, which knows only attention layer types; see `_check_layer_types`."""
@@ -182,11 +242,12 @@ class XLSTMConfig(PreTrainedConfig):
                 f"layer_types has {len(self.layer_types)} entries but num_hidden_layers={self.num_hidden_layers}; "
                 "give one entry per block, or leave layer_types unset for all-mLSTM."
             )
-        for index, layer_type in enumerate(self.layer_types):
-            if layer_type not in LAYER_TYPES:
-                raise ValueError(
-                    f"layer_types[{index}]={layer_type!r} is not a block type; use one of {LAYER_TYPES}."
-                )
+        for name in ("layer_types", "encoder_layer_types"):
+            for index, layer_type in enumerate(getattr(self, name) or []):
+                _require(layer_type in LAYER_TYPES,
+                         f"{name}[{index}]={layer_type!r} is not a block type; use one of {LAYER_TYPES}.")
+        _require(self.encoder_layer_types != [],
+                 "encoder_layer_types is empty; give one entry per encoder block, or None to mirror layer_types.")
 
     def _check_sizes(self):
         """Sizes and the divisibility every block needs."""
@@ -208,18 +269,41 @@ class XLSTMConfig(PreTrainedConfig):
                  f"ffn_act={self.ffn_act!r} is unknown; use a name of transformers' ACT2FN such as 'gelu' or 'silu'.")
         _require(not (self.tie_word_embeddings and self.vocab_size is None),
                  "tie_word_embeddings=True needs a token embedding; set vocab_size or tie_word_embeddings=False.")
-        if "mlstm" in self.layer_types:
+        block_types = set(self.layer_types) | set(self.encoder_layer_types or [])
+        if "mlstm" in block_types:
             self._check_mlstm_sizes()
-        if "slstm" in self.layer_types:
+        if self.is_encoder_decoder or self.add_cross_attention:
+            _require(self.hidden_size % self.num_heads == 0,
+                     f"num_heads={self.num_heads} does not divide hidden_size={self.hidden_size}, as the "
+                     "cross-attention of an encoder-decoder needs; choose a divisor of hidden_size.")
+        if "slstm" in block_types:
             _require(self.hidden_size % self.slstm_num_heads == 0,
                      f"slstm_num_heads={self.slstm_num_heads} does not divide hidden_size={self.hidden_size}; "
                      "choose a divisor of hidden_size.")
+
+    def _check_time_series(self):
+        """The forecasting settings (used by XLSTMForTimeSeriesPrediction)."""
+        for name in ("context_length", "prediction_length", "num_input_channels", "patch_length", "patch_stride",
+                     "num_parallel_samples"):
+            _require(getattr(self, name) >= 1, f"{name} must be a positive integer, got {getattr(self, name)}.")
+        _require(self.patch_length <= self.context_length,
+                 f"patch_length={self.patch_length} exceeds context_length={self.context_length}; the context must "
+                 "hold at least one patch.")
+        _require(self.scaling in SCALINGS, f"scaling={self.scaling!r} is unknown; use 'mean', 'std' or None.")
+        _require(self.loss in TIME_SERIES_LOSSES, f"loss={self.loss!r} is unknown; use one of {TIME_SERIES_LOSSES}.")
+        _require(self.distribution_output in DISTRIBUTIONS,
+                 f"distribution_output={self.distribution_output!r} is unknown; use one of {DISTRIBUTIONS}.")
+        _require(not (self.loss == "nll" and self.distribution_output == "negative_binomial" and self.scaling == "std"),
+                 "distribution_output='negative_binomial' can be scaled but not shifted; use scaling='mean' or None.")
+        _require(len(self.quantiles) > 0 and all(0 < q < 1 for q in self.quantiles)
+                 and all(a < b for a, b in zip(self.quantiles, self.quantiles[1:])),
+                 f"quantiles={self.quantiles} must be increasing levels strictly between 0 and 1.")
 
     def _check_token_ids(self):
         """Special token ids must lie in the vocabulary."""
         if self.vocab_size is None:
             return
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             for token_id in value if isinstance(value, list) else [value]:
                 _require(token_id is None or 0 <= token_id < self.vocab_size,

@@ -17,6 +17,8 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import Seq2SeqLMOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .checkpoint_mapping import (
@@ -29,8 +31,10 @@ from .ops import mlstm, slstm
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
-# A block's recurrent state: (causal-conv history [B, K-1, width] or None, the cell's state tuple).
+# A mixer's recurrent state: (causal-conv history [B, K-1, width] or None, the cell's state tuple).
 LayerState = tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]
+# A block's state: (its mixer's state, the cross-attention keys and values of a decoder block or None).
+BlockState = tuple[LayerState, tuple[torch.Tensor, torch.Tensor] | None]
 
 
 def soft_cap(x: torch.Tensor, cap: float) -> torch.Tensor:
@@ -286,26 +290,86 @@ class SLSTMLayer(nn.Module):
 MIXERS = {("neurips", "mlstm"): MLSTMLayer, ("large", "mlstm"): MLSTMLargeLayer}
 
 
+class CrossAttention(nn.Module):
+    """Multi-head attention of the decoder states (queries) over the encoder outputs (keys, values),
+    masked by the source padding. The keys and values of a source are computed once and carried in the
+    decoder's cache."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_heads
+        self.dropout = config.dropout
+        self.q_proj = nn.Linear(hidden, hidden, bias=config.use_bias)
+        self.kv_proj = nn.Linear(hidden, 2 * hidden, bias=config.use_bias)
+        self.out_proj = OutputProjection(hidden, hidden, bias=config.use_bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_mask: torch.Tensor | None,
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x: [B, T, hidden]; encoder_hidden_states: [B, S, hidden]; encoder_mask: [B, S] bool
+        -> ([B, T, hidden], (keys, values) [B, H, S, D] each)."""
+        if keys_values is None:
+            keys, values = self.kv_proj(encoder_hidden_states).chunk(2, dim=-1)
+            keys_values = (split_heads(keys, self.num_heads), split_heads(values, self.num_heads))
+        keys, values = keys_values
+        queries = split_heads(self.q_proj(x), self.num_heads)
+        attn_mask = None if encoder_mask is None else encoder_mask[:, None, None, :]
+        dropout = self.dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=attn_mask, dropout_p=dropout)
+        return self.out_proj(attended.transpose(1, 2).flatten(2)), keys_values
+
+
+def reverse_time(x: torch.Tensor | None) -> torch.Tensor | None:
+    """The sequence [B, T, ...] read backwards."""
+    return None if x is None else x.flip(1)
+
+
 class XLSTMBlock(GradientCheckpointingLayer):
-    """`x + mixer(norm(x))`, then `x + ffn(ffn_norm(x))` where the block has a feed-forward."""
+    """`x + mixer(norm(x))` (plus the same over the reversed sequence in an encoder), then
+    `x + cross_attention(cross_norm(x), encoder)` in a decoder, then `x + ffn(ffn_norm(x))` where the block
+    has a feed-forward. Its state is `(mixer state, cross-attention keys and values)`."""
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
         layer_type = config.layer_types[layer_idx]
+        mixer_class = MIXERS.get((config.block_family, layer_type), SLSTMLayer)
         self.norm = make_norm(config)
-        self.mixer = MIXERS.get((config.block_family, layer_type), SLSTMLayer)(config, layer_idx)
+        self.mixer = mixer_class(config, layer_idx)
+        self.mixer_reverse = mixer_class(config, layer_idx) if config.bidirectional else None
+        self.cross_norm = make_norm(config) if config.add_cross_attention else None
+        self.cross_attention = CrossAttention(config) if config.add_cross_attention else None
         has_ffn = config.ffn_size > 0 and (layer_type == "slstm" or config.block_family == "large")
         self.ffn_norm = make_norm(config) if has_ffn else None
         self.ffn = GatedFeedForward(config) if has_ffn else None
 
     def forward(
-        self, hidden_states: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
-    ) -> tuple[torch.Tensor, LayerState]:
-        mixed, state = self.mixer(self.norm(hidden_states), mask=mask, state=state)
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        state: BlockState | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, BlockState]:
+        mixer_state, cross_keys_values = state if state is not None else (None, None)
+        normed = self.norm(hidden_states)
+        mixed, mixer_state = self.mixer(normed, mask=mask, state=mixer_state)
+        if self.mixer_reverse is not None:
+            mixed_reverse, _ = self.mixer_reverse(reverse_time(normed), mask=reverse_time(mask))
+            mixed = mixed + reverse_time(mixed_reverse)
         hidden_states = hidden_states + mixed
+        if self.cross_attention is not None:
+            attended, cross_keys_values = self.cross_attention(
+                self.cross_norm(hidden_states), encoder_hidden_states, encoder_mask, cross_keys_values
+            )
+            hidden_states = hidden_states + attended
         if self.ffn is not None:
             hidden_states = hidden_states + self.ffn(self.ffn_norm(hidden_states))
-        return hidden_states, state
+        return hidden_states, (mixer_state, cross_keys_values)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -316,13 +380,13 @@ class XLSTMBlock(GradientCheckpointingLayer):
 class XLSTMCache:
     """The recurrent state of every block: its size is fixed, whatever the length of the sequence.
 
-    `layer_states[i]` is block i's `(conv history, cell state)`, or None before the first input. The
+    `layer_states[i]` is block i's `BlockState`, or None before the first input. The
     model replaces the states after each call and never writes into them in place, so a cache can be
     used while training.
     """
 
     def __init__(self, num_layers: int):
-        self.layer_states: list[LayerState | None] = [None] * num_layers
+        self.layer_states: list[BlockState | None] = [None] * num_layers
         self.seen_tokens = 0
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -331,10 +395,8 @@ class XLSTMCache:
 
     @property
     def batch_size(self) -> int | None:
-        for state in self.layer_states:
-            if state is not None:
-                return state[1][0].shape[0]
-        return None
+        tensors = self._tensors()
+        return tensors[0].shape[0] if tensors else None
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Keep the batch rows `beam_idx` (beam search), in that order."""
@@ -344,8 +406,10 @@ class XLSTMCache:
 
     def nbytes(self) -> int:
         """Bytes held by all states."""
-        tensors = [leaf for leaf in tree_leaves(self.layer_states) if isinstance(leaf, torch.Tensor)]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self._tensors())
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [leaf for leaf in tree_leaves(self.layer_states) if isinstance(leaf, torch.Tensor)]
 
 
 @dataclass
@@ -466,6 +530,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
         cache: XLSTMCache | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        encoder_hidden_states: torch.FloatTensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> XLSTMModelOutput:
         r"""
@@ -473,13 +539,16 @@ class XLSTMModel(XLSTMPreTrainedModel):
         attention_mask: [B, T'] with T' >= T, 1 at real tokens and 0 at padding; its last T columns
             belong to this input. Padded steps leave every recurrent state untouched.
         cache: state to continue from (generation, or a long input fed in pieces); updated in place.
-        use_cache: return the cache; defaults to `config.use_cache` outside training.
+        use_cache: return the cache; defaults to `config.use_cache` outside training (never for a
+            bidirectional encoder, whose backward direction needs the whole input).
+        encoder_hidden_states: [B, S, hidden] the encoder outputs a decoder (`add_cross_attention`) reads,
+            with their padding `encoder_attention_mask` [B, S].
         """
         inputs_embeds = self._embed(input_ids, inputs_embeds)
         batch_size, length = inputs_embeds.shape[:2]
         mask = padding_mask(attention_mask, batch_size, length)
-        if use_cache is None:
-            use_cache = cache is not None or (self.config.use_cache and not self.training)
+        encoder_mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()
+        use_cache = self._resolve_use_cache(cache, use_cache)
         if cache is None and use_cache:
             cache = XLSTMCache(len(self.blocks))
         if cache is not None:
@@ -493,7 +562,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             state = cache.layer_states[idx] if cache is not None else None
-            hidden_states, state = block(hidden_states, mask, state)
+            hidden_states, state = block(hidden_states, mask, state, encoder_hidden_states, encoder_mask)
             if use_cache:
                 cache.layer_states[idx] = state
         hidden_states = self.out_norm(hidden_states)
@@ -504,6 +573,18 @@ class XLSTMModel(XLSTMPreTrainedModel):
         return XLSTMModelOutput(
             last_hidden_state=hidden_states, cache=cache if use_cache else None, hidden_states=all_hidden_states
         )
+
+    def _resolve_use_cache(self, cache: XLSTMCache | None, use_cache: bool | None) -> bool:
+        if self.config.bidirectional:
+            if cache is not None or use_cache:
+                raise ValueError(
+                    "A bidirectional xLSTM reads the whole input backwards too and cannot continue from a "
+                    "cache; call it without cache and use_cache."
+                )
+            return False
+        if use_cache is None:
+            return cache is not None or (self.config.use_cache and not self.training)
+        return use_cache
 
     def _embed(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
         if (input_ids is None) == (inputs_embeds is None):
@@ -629,10 +710,261 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         )
 
 
+# ---------------------------------------------------------------------------------------------------
+# Classification heads
+# ---------------------------------------------------------------------------------------------------
+
+
+def embed_past_values(
+    value_embedding: nn.Linear | None, past_values: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+) -> torch.Tensor | None:
+    """`inputs_embeds` for continuous inputs `past_values` [B, T, C] (models without vocabulary)."""
+    if past_values is None:
+        return inputs_embeds
+    if value_embedding is None:
+        raise ValueError("past_values need a model without vocabulary: set config.vocab_size=None and "
+                         "config.num_input_channels to the number of channels.")
+    if inputs_embeds is not None:
+        raise ValueError("Pass past_values or inputs_embeds, not both.")
+    if past_values.dim() != 3 or past_values.shape[-1] != value_embedding.in_features:
+        raise ValueError(f"past_values has shape {tuple(past_values.shape)}; expected [batch, length, "
+                         f"num_input_channels={value_embedding.in_features}].")
+    return value_embedding(past_values.to(value_embedding.weight.dtype))
+
+
+def real_step_bounds(attention_mask: torch.Tensor | None, batch_size: int, length: int, device) -> tuple:
+    """Indices [B] of the first and the last real step of every row (left or right padding alike)."""
+    if attention_mask is None:
+        first = torch.zeros(batch_size, dtype=torch.long, device=device)
+        return first, first + length - 1
+    steps = torch.arange(length, device=device)
+    real = attention_mask[:, attention_mask.shape[1] - length :].bool()
+    last = torch.where(real, steps, -1).amax(-1)
+    first = torch.where(real, steps, length).amin(-1)
+    return first, last
+
+
+class XLSTMForSequenceClassification(XLSTMPreTrainedModel):
+    """A label (or labels, or a regression target) per sequence. A causal model pools the output at the
+    last real step; a bidirectional one (`config.bidirectional`) the outputs at the last and the first
+    real step, where each direction has read the whole sequence. Without vocabulary
+    (`config.vocab_size=None`) it classifies continuous sequences `past_values` [B, T, num_input_channels]."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.backbone = XLSTMModel(config)
+        self.value_embedding = None if config.vocab_size else nn.Linear(config.num_input_channels, config.hidden_size)
+        pooled_size = config.hidden_size * (2 if config.bidirectional else 1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.score = nn.Linear(pooled_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding | None:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding):
+        self.backbone.set_input_embeddings(new_embeddings)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        past_values: torch.FloatTensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        r"""
+        past_values: [B, T, num_input_channels] continuous inputs, for a model without vocabulary.
+        labels: [B] class ids, [B, num_labels] multi-label targets, or [B] / [B, num_labels] regression
+            targets, as `config.problem_type` says (inferred as in transformers when unset).
+        """
+        outputs = self.backbone(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds),
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden_states = outputs.last_hidden_state  # [B, T, hidden]
+        batch_size, length = hidden_states.shape[:2]
+        first, last = real_step_bounds(attention_mask, batch_size, length, hidden_states.device)
+        rows = torch.arange(batch_size, device=hidden_states.device)
+        pooled = hidden_states[rows, last]
+        if self.config.bidirectional:
+            pooled = torch.cat([pooled, hidden_states[rows, first]], dim=-1)  # [B, 2 * hidden]
+        logits = self.score(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class XLSTMForTokenClassification(XLSTMPreTrainedModel):
+    """A label per step (tagging); best with a bidirectional encoder (`config.bidirectional=True`). Without
+    vocabulary it tags continuous sequences `past_values` [B, T, num_input_channels]."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.backbone = XLSTMModel(config)
+        self.value_embedding = None if config.vocab_size else nn.Linear(config.num_input_channels, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding | None:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding):
+        self.backbone.set_input_embeddings(new_embeddings)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        past_values: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        r"""
+        past_values: [B, T, num_input_channels] continuous inputs, for a model without vocabulary.
+        labels: [B, T] class ids, -100 where ignored (padding).
+        """
+        outputs = self.backbone(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds),
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # [B, T, num_labels]
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, self.config, **kwargs)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Encoder-decoder
+# ---------------------------------------------------------------------------------------------------
+
+
+class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
+    """Sequence to sequence: a bidirectional xLSTM encoder over the source and a causal xLSTM decoder whose
+    blocks read the encoder outputs through cross-attention, so a long source is not squeezed into one
+    state. Source and target share the token embedding (and the LM head with `tie_word_embeddings`)."""
+
+    base_model_prefix = "model"
+    _tied_weights_keys = {"lm_head.weight": "encoder.embeddings.weight"}
+
+    def __init__(self, config: XLSTMConfig):
+        config.is_encoder_decoder = True
+        super().__init__(config)
+        if not config.vocab_size:
+            raise ValueError("XLSTMForSeq2SeqLM needs a vocabulary; set config.vocab_size.")
+        self.encoder = XLSTMModel(config.encoder_config())
+        self.decoder = XLSTMModel(config.decoder_config())
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.loss_type = "ForMaskedLM"  # the labels are aligned with the logits: cross-entropy without shift
+        self.post_init()
+
+    def get_encoder(self) -> XLSTMModel:
+        return self.encoder
+
+    def get_decoder(self) -> XLSTMModel:
+        return self.decoder
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding):
+        self.encoder.set_input_embeddings(new_embeddings)
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        self.lm_head = new_embeddings
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.LongTensor) -> torch.LongTensor:
+        """Teacher forcing: the labels shifted right behind `decoder_start_token_id` (-100 becomes padding)."""
+        if self.config.decoder_start_token_id is None or self.config.pad_token_id is None:
+            raise ValueError("Set config.decoder_start_token_id and config.pad_token_id to train from labels.")
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: XLSTMModelOutput | tuple | None = None,
+        cache: XLSTMCache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        decoder_inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        r"""
+        input_ids, attention_mask: the source [B, S] and its padding; or `encoder_outputs` computed before.
+        decoder_input_ids, decoder_attention_mask: the target so far [B, T]; made from `labels` when absent.
+        labels: [B, T] target tokens, -100 where ignored.
+        cache: the decoder's recurrent state and cross-attention keys/values, to continue decoding from.
+        """
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                output_hidden_states=output_hidden_states,
+            )
+        elif not isinstance(encoder_outputs, XLSTMModelOutput):
+            encoder_outputs = XLSTMModelOutput(*encoder_outputs)
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        if decoder_inputs_embeds is None:
+            decoder_inputs_embeds = self.get_input_embeddings()(decoder_input_ids)
+        decoder_outputs = self.decoder(
+            attention_mask=decoder_attention_mask,
+            inputs_embeds=decoder_inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_attention_mask=attention_mask,
+        )
+        hidden_states = decoder_outputs.last_hidden_state
+        hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states
+        logits = soft_cap(self.lm_head(hidden_states), self.config.logit_soft_cap)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=decoder_outputs.cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+        )
+
+
 __all__ = [
     "XLSTMCache",
     "XLSTMCausalLMOutput",
     "XLSTMForCausalLM",
+    "XLSTMForSeq2SeqLM",
+    "XLSTMForSequenceClassification",
+    "XLSTMForTokenClassification",
     "XLSTMModel",
     "XLSTMModelOutput",
     "XLSTMPreTrainedModel",

@@ -301,6 +301,33 @@ def test_token_classification_of_padded_batch_matches_each_sequence_alone(token_
         assert_close(logits[row][mask[row].bool()], token_classifier(prompt[None]).logits[0], **TOL)
 
 
+def next_token_tagging_dataset(size: int, length: int = 8, token: int = 5) -> list[dict[str, torch.Tensor]]:
+    """Sequences over the tokens 3 to 10, each step tagged by whether the NEXT token is `token`: a task
+    that needs the backward direction."""
+    generator = torch.Generator().manual_seed(0)
+    examples = []
+    for _ in range(size):
+        ids = torch.randint(3, 11, (length,), generator=generator)
+        labels = torch.zeros(length, dtype=torch.long)
+        labels[:-1] = (ids[1:] == token).long()
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples
+
+
+def test_trainer_lowers_token_classification_loss(tmp_path):
+    model = make_model(XLSTMForTokenClassification, num_labels=2, **DIRECTIONS["bidirectional"])
+    dataset = next_token_tagging_dataset(64)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=16, per_device_eval_batch_size=64, max_steps=40,
+        learning_rate=1e-2, use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True, seed=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, eval_dataset=dataset)
+    loss_before = trainer.evaluate()["eval_loss"]
+    trainer.train()
+    loss_after = trainer.evaluate()["eval_loss"]
+    assert loss_after < 0.5 * loss_before
+
+
 @torch.no_grad()
 def test_token_classification_reads_future_tokens_only_when_bidirectional(token_classifier):
     ids = random_ids(1, 16)

@@ -7,6 +7,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
+from .ops import BACKENDS
+
 LAYER_TYPES = ("mlstm", "slstm")
 BLOCK_FAMILIES = ("neurips", "large")
 NORM_TYPES = ("layernorm", "rmsnorm")
@@ -60,6 +62,9 @@ class XLSTMConfig(PreTrainedConfig):
             0 disables it. Defaults to 0 (NeurIPS) or 15 (Large).
         chunk_size (`int`, defaults to 64): Chunk length of the chunkwise mLSTM (any sequence length works).
         mlstm_eps (`float`, defaults to 1e-6): Epsilon of the mLSTM normaliser.
+        backend (`str`, defaults to `"auto"`): How the recurrences run: `"native"` (PyTorch), `"cpp"` (the
+            compiled CPU kernels; an error where they cannot run), `"cuda"`, or `"auto"` (the compiled
+            kernel where one exists and builds, PyTorch otherwise). `xlstm-hf env` shows the choice per op.
         slstm_num_heads (`int`, *optional*): Heads of the sLSTM layers; defaults to `num_heads`.
         slstm_conv_kernel_size (`int`, defaults to 4): sLSTM causal conv width (0: no conv).
         ffn_proj_factor (`float`, *optional*): Gated feed-forward width as a fraction of `hidden_size`
@@ -120,6 +125,7 @@ class XLSTMConfig(PreTrainedConfig):
     gate_soft_cap: float | int | None = None
     chunk_size: int = 64
     mlstm_eps: float | int = 1e-6
+    backend: str = "auto"
     # sLSTM
     slstm_num_heads: int | None = None
     slstm_conv_kernel_size: int = 4
@@ -264,6 +270,7 @@ class XLSTMConfig(PreTrainedConfig):
             _require(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}.")
         for name in ("dropout", "embedding_dropout"):
             _require(0 <= getattr(self, name) < 1, f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        _require(self.backend in BACKENDS, f"backend={self.backend!r} is unknown; use one of {BACKENDS}.")
         _require(self.norm_type in NORM_TYPES, f"norm_type={self.norm_type!r} is unknown; use one of {NORM_TYPES}.")
         _require(self.ffn_act in ACT2FN,
                  f"ffn_act={self.ffn_act!r} is unknown; use a name of transformers' ACT2FN such as 'gelu' or 'silu'.")

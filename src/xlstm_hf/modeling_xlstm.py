@@ -73,8 +73,8 @@ class MultiHeadNorm(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h: [B, H, T, D] -> [B, T, H * D]."""
-        normed = F.layer_norm(h.float(), h.shape[-1:], eps=self.eps).to(h.dtype)
-        normed = normed.transpose(1, 2).flatten(2) * self.weight
+        h = h.transpose(1, 2)  # [B, T, H, D]: free where the kernel wrote h in this layout
+        normed = F.layer_norm(h.float(), h.shape[-1:], eps=self.eps).to(h.dtype).flatten(2) * self.weight
         return normed + self.bias if self.bias is not None else normed
 
 
@@ -183,6 +183,7 @@ class MLSTMLayer(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads = config.num_heads
         self.chunk_size, self.eps, self.gate_soft_cap = config.chunk_size, config.mlstm_eps, config.gate_soft_cap
+        self.backend = config.backend
         inner = config.mlstm_inner_size
         num_blocks = inner // config.qkv_proj_blocksize
         self.proj_up = nn.Linear(config.hidden_size, 2 * inner, bias=config.use_bias)
@@ -213,6 +214,7 @@ class MLSTMLayer(nn.Module):
         h, cell_state = mlstm(
             split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads),
             i, f, mask=mask, initial_state=cell_state, chunk_size=self.chunk_size, eps=self.eps,
+            backend=self.backend,
         )
         h = self.norm(h) + self.skip * x_conv  # [B, T, inner]
         y = self.dropout(self.proj_down(h * F.silu(z)))
@@ -228,6 +230,7 @@ class MLSTMLargeLayer(nn.Module):
         self.layer_idx = layer_idx
         self.num_heads = config.num_heads
         self.chunk_size, self.eps, self.gate_soft_cap = config.chunk_size, config.mlstm_eps, config.gate_soft_cap
+        self.backend = config.backend
         qk, v = config.mlstm_qk_size, config.mlstm_v_size
         self.split_sizes = (qk, qk, v, v)
         self.qkvo_proj = nn.Linear(config.hidden_size, 2 * qk + 2 * v, bias=config.use_bias)
@@ -246,6 +249,7 @@ class MLSTMLargeLayer(nn.Module):
         h, cell_state = mlstm(
             split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads),
             i, f, mask=mask, initial_state=cell_state, chunk_size=self.chunk_size, eps=self.eps,
+            backend=self.backend,
         )
         y = self.out_proj(torch.sigmoid(o) * self.norm(h))
         return y, (None, cell_state)
@@ -259,6 +263,7 @@ class SLSTMLayer(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.num_heads = config.slstm_num_heads
+        self.backend = config.backend
         hidden, head_dim = config.hidden_size, config.hidden_size // config.slstm_num_heads
         kernel = config.slstm_conv_kernel_size
         self.conv = CausalConv1d(hidden, kernel) if kernel else None
@@ -283,7 +288,9 @@ class SLSTMLayer(nn.Module):
             x_conv = x
         gates_x = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=2)
         gates_x = gates_x.unflatten(-1, (self.num_heads, -1)).permute(0, 3, 1, 2, 4)  # [B, H, T, 4, D]
-        h, cell_state = slstm(gates_x, self.recurrent_kernel, self.bias, mask=mask, initial_state=cell_state)
+        h, cell_state = slstm(
+            gates_x, self.recurrent_kernel, self.bias, mask=mask, initial_state=cell_state, backend=self.backend
+        )
         return self.norm(self.dropout(h)), (conv_history, cell_state)
 
 

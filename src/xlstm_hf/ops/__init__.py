@@ -3,18 +3,56 @@
 Every op takes its sequence inputs as `[B, H, T, ...]`, an optional padding `mask [B, T]` (False at
 padded steps, which leave every state untouched), an optional `initial_state`, and returns
 `(outputs, final_state)` with states in float32.
+
+Backends: `"native"` is the PyTorch reference; `"cpp"` the compiled CPU kernels (`xlstm_hf/csrc`);
+`"auto"` takes a compiled kernel where one exists for the op and device and the extension builds, and
+the reference otherwise. `choose_backend` is the single decision; `xlstm-hf env` prints it per op.
 """
 
 from typing import Literal
 
 import torch
 
-from .mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
+from . import compiled
+from .extension import cpu_extension_status
+from .mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent, mlstm_step, zero_mlstm_state
 from .slstm import SLSTMState, slstm_recurrent
 
 MLSTMForm = Literal["chunkwise", "parallel", "recurrent"]
+BACKENDS = ("auto", "native", "cpp", "cuda")
+OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm")
 
 _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
+_CPU_KERNELS = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm}
+_REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent}
+
+
+def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:
+    """(backend, why) for running `op` on `device` when `requested` is asked for. An explicit request
+    that cannot be met raises instead of falling back."""
+    if requested not in BACKENDS:
+        raise ValueError(f"backend={requested!r} is unknown; use one of {BACKENDS}.")
+    if requested == "native":
+        return "native", "asked for"
+    if requested == "cuda":
+        raise NotImplementedError("backend='cuda': the CUDA kernels are not built yet; use 'auto' or 'native'.")
+    if device.type != "cpu":
+        if requested == "cpp":
+            raise ValueError(f"backend='cpp' runs on the CPU, but the inputs are on {device}; use 'auto' or 'native'.")
+        return "native", f"no compiled kernel for {device.type} yet"
+    if op not in _CPU_KERNELS:
+        return "native", "no compiled kernel for this op"
+    available, why = cpu_extension_status()
+    if available:
+        return "cpp", f"the CPU extension is {why}"
+    if requested == "cpp":
+        raise RuntimeError(f"backend='cpp' was asked for, but the CPU extension is unavailable: {why}.")
+    return "native", f"the CPU extension is unavailable: {why}"
+
+
+def _kernel(op: str, device: torch.device, requested: str):
+    backend, _ = choose_backend(op, device, requested)
+    return _CPU_KERNELS[op] if backend == "cpp" else _REFERENCES[op]
 
 
 def mlstm(
@@ -29,13 +67,19 @@ def mlstm(
     chunk_size: int = 64,
     eps: float = 1e-6,
     form: MLSTMForm = "chunkwise",
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, MLSTMState]:
     """mLSTM over a sequence: q, k [B, H, T, Dqk], v [B, H, T, Dv], i, f [B, H, T] -> h [B, H, T, Dv].
 
-    A single step (T = 1, decoding) always runs the recurrent step; longer inputs run `form`.
+    A single step (T = 1, decoding) runs the step kernel for all heads at once; longer inputs run `form`.
     """
     if q.shape[2] == 1:
-        form = "recurrent"
+        step = _kernel("mlstm_step", q.device, backend)
+        state = initial_state if initial_state is not None else zero_mlstm_state(q, v)
+        step_mask = None if mask is None else mask[:, 0]
+        h, state = step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, 0], f[:, :, 0], state, mask=step_mask, eps=eps)
+        return h[:, :, None], state
+    choose_backend(f"mlstm_{form}", q.device, backend)  # a request that cannot be met raises
     kwargs = {"chunk_size": chunk_size} if form == "chunkwise" else {}
     return _MLSTM_FORMS[form](q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps, **kwargs)
 
@@ -47,10 +91,12 @@ def slstm(
     *,
     mask: torch.Tensor | None = None,
     initial_state: SLSTMState | None = None,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, SLSTMState]:
     """sLSTM over a sequence: gates_x [B, H, T, 4, D], recurrent_kernel [H, D, 4, D], bias [H, 4, D]
     -> h [B, H, T, D]."""
-    return slstm_recurrent(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state)
+    kernel = _kernel("slstm", gates_x.device, backend)
+    return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state)
 
 
-__all__ = ["MLSTMForm", "MLSTMState", "SLSTMState", "mlstm", "slstm"]
+__all__ = ["BACKENDS", "OPS", "MLSTMForm", "MLSTMState", "SLSTMState", "choose_backend", "mlstm", "slstm"]

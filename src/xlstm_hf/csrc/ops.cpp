@@ -1,0 +1,16 @@
+// The schemas of the xlstm_hf operators. Kernels register per device in their own files; the
+// fake (meta) kernels and the autograd formulas are registered from Python (src/xlstm_hf/ops/compiled.py).
+#include <torch/library.h>
+
+TORCH_LIBRARY(xlstm_hf, m) {
+  // sLSTM over a sequence: -> (h [B, H, T, D], final states [4, B, H, D], and for the backward: all states
+  // [4, B, H, T + 1, D] and the gate pre-activations [B, H, T, 4, D])
+  m.def("slstm_forward(Tensor gates_x, Tensor recurrent_kernel, Tensor bias, Tensor? mask, Tensor initial_states)"
+        " -> (Tensor, Tensor, Tensor, Tensor)");
+  // -> (grad gates_x, grad recurrent_kernel, grad bias, grad initial_states)
+  m.def("slstm_backward(Tensor grad_h, Tensor grad_final_states, Tensor recurrent_kernel, Tensor? mask,"
+        " Tensor states, Tensor raw) -> (Tensor, Tensor, Tensor, Tensor)");
+  // one mLSTM step for all heads: -> (h [B, H, Dv], C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H])
+  m.def("mlstm_step(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor C, Tensor n, Tensor m, Tensor? mask,"
+        " float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+}

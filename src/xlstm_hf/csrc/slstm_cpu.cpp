@@ -1,0 +1,270 @@
+// sLSTM over a whole sequence on the CPU, forward and backward. Every (batch row, head) pair is an
+// independent recurrence (the recurrent matrix is block-diagonal per head), so the pairs run in
+// parallel with at::parallel_for, each its time loop without synchronisation, and the units of a head
+// are processed in SIMD vectors (vec_math.h). Shapes as in the PyTorch reference
+// (src/xlstm_hf/ops/slstm/recurrent.py):
+//   gates_x [B, H, T, 4, D] (any strides, D contiguous)   recurrent_kernel [H, D, 4, D]   bias [H, 4, D]
+//   mask [B, T] (optional)   initial_states [4, B, H, D]: h, c, n, m
+// and, kept for the backward: states [4, B, H, T + 1, D] before step 0 and after every step, and
+// raw [B, H, T, 4, D], the gate pre-activations. h is written as [B, T, H, D] and returned as its
+// [B, H, T, D] view, the layout the per-head norm reads. The gradient of gates_x comes back contiguous.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "vec_math.h"
+#include "pointwise.h"
+
+namespace xlstm_hf {
+namespace {
+
+struct Dims {
+  int64_t B, H, T, D;
+};
+
+// Element strides of a [B, H, T, ...] tensor whose last dimension is contiguous; g: of the gate dimension.
+struct Strides {
+  int64_t b, h, t, g;
+};
+
+Strides strides_of(const at::Tensor& x) {
+  TORCH_CHECK(x.stride(-1) == 1, "the last dimension must be contiguous");
+  return {x.stride(0), x.stride(1), x.stride(2), x.dim() == 5 ? x.stride(3) : 0};
+}
+
+Dims check_inputs(const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
+                  const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
+  TORCH_CHECK(gates_x.dim() == 5 && gates_x.size(3) == 4, "gates_x must be [B, H, T, 4, D], got ", gates_x.sizes());
+  const Dims dims{gates_x.size(0), gates_x.size(1), gates_x.size(2), gates_x.size(4)};
+  TORCH_CHECK(recurrent_kernel.sizes() == at::IntArrayRef({dims.H, dims.D, 4, dims.D}),
+              "recurrent_kernel must be [H, D, 4, D], got ", recurrent_kernel.sizes());
+  TORCH_CHECK(bias.sizes() == at::IntArrayRef({dims.H, 4, dims.D}), "bias must be [H, 4, D], got ", bias.sizes());
+  TORCH_CHECK(initial_states.sizes() == at::IntArrayRef({4, dims.B, dims.H, dims.D}),
+              "initial_states must be [4, B, H, D] (h, c, n, m), got ", initial_states.sizes());
+  for (const at::Tensor* t : {&recurrent_kernel, &bias, &initial_states}) {
+    TORCH_CHECK(t->scalar_type() == gates_x.scalar_type(), "the sLSTM inputs must share one dtype");
+  }
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->sizes() == at::IntArrayRef({dims.B, dims.T}) && mask->scalar_type() == at::kBool,
+                "mask must be a bool tensor [B, T]");
+  }
+  return dims;
+}
+
+// raw[j] = gates_x[j] + bias[j] + sum_d h[d] * kernel[d, j], j over the 4 * D gate units of one head
+template <typename Real>
+void gate_preactivations(const Real* gates_x, int64_t gate_stride, const Real* bias, const Real* kernel,
+                         const Real* h, int64_t D, Real* raw) {
+  for (int64_t g = 0; g < 4; ++g) {
+    for (int64_t e = 0; e < D; ++e) raw[g * D + e] = gates_x[g * gate_stride + e] + bias[g * D + e];
+  }
+  const int64_t G = 4 * D;
+  for (int64_t d = 0; d < D; ++d) {
+    const Real h_d = h[d];
+    const Real* row = kernel + d * G;
+    for (int64_t j = 0; j < G; ++j) raw[j] += h_d * row[j];
+  }
+}
+
+// sum_j a[j] * b[j], in SIMD vectors
+template <typename Real>
+Real dot(const Real* a, const Real* b, int64_t n) {
+  using V = Vec<Real>;
+  V sums(Real(0));
+  for (int64_t j = 0; j < n; j += V::size()) {
+    const int64_t count = std::min<int64_t>(V::size(), n - j);
+    sums = sums + V::loadu(a + j, count) * V::loadu(b + j, count);
+  }
+  Real lanes[V::size()];
+  sums.store(lanes);
+  Real total = Real(0);
+  for (int64_t k = 0; k < V::size(); ++k) total += lanes[k];
+  return total;
+}
+
+// The state rows (h, c, n, m) of one (batch row, head) at one step
+template <typename Real>
+struct Rows {
+  Real *h, *c, *n, *m;
+};
+
+template <typename Real>
+void forward_step(const Real* raw, Rows<Real> prev, Rows<Real> next, int64_t D) {
+  using V = Vec<Real>;
+  for (int64_t e = 0; e < D; e += V::size()) {
+    const int64_t count = std::min<int64_t>(V::size(), D - e);
+    const SLSTMUnit<V> state{V::loadu(prev.h + e, count), V::loadu(prev.c + e, count), V::loadu(prev.n + e, count),
+                             V::loadu(prev.m + e, count)};
+    const SLSTMUnit<V> updated = slstm_unit_forward(V::loadu(raw + e, count), V::loadu(raw + D + e, count),
+                                                    V::loadu(raw + 2 * D + e, count),
+                                                    V::loadu(raw + 3 * D + e, count), state);
+    updated.h.store(next.h + e, count);
+    updated.c.store(next.c + e, count);
+    updated.n.store(next.n + e, count);
+    updated.m.store(next.m + e, count);
+  }
+}
+
+// Gradients of the pre-activations `draw` from those of the next state (dh, dc, dn, dm), which become
+// those of the previous state (dh without the part through the recurrent matrix).
+template <typename Real>
+void backward_step(const Real* raw, Rows<Real> prev, const Real* dh_out, Real* dh, Real* dc, Real* dn, Real* dm,
+                   Real* draw, int64_t D) {
+  using V = Vec<Real>;
+  for (int64_t e = 0; e < D; e += V::size()) {
+    const int64_t count = std::min<int64_t>(V::size(), D - e);
+    const SLSTMUnit<V> state{V::loadu(prev.h + e, count), V::loadu(prev.c + e, count), V::loadu(prev.n + e, count),
+                             V::loadu(prev.m + e, count)};
+    const SLSTMUnitGrad<V> grad = slstm_unit_backward(
+        V::loadu(raw + e, count), V::loadu(raw + D + e, count), V::loadu(raw + 2 * D + e, count),
+        V::loadu(raw + 3 * D + e, count), state, V::loadu(dh_out + e, count) + V::loadu(dh + e, count),
+        V::loadu(dc + e, count), V::loadu(dn + e, count), V::loadu(dm + e, count));
+    grad.di.store(draw + e, count);
+    grad.df.store(draw + D + e, count);
+    grad.dz.store(draw + 2 * D + e, count);
+    grad.do_.store(draw + 3 * D + e, count);
+    grad.dc_prev.store(dc + e, count);
+    grad.dn_prev.store(dn + e, count);
+    grad.dm_prev.store(dm + e, count);
+  }
+}
+
+template <typename Real>
+void copy_rows(Rows<Real> from, Rows<Real> to, int64_t D) {
+  std::copy_n(from.h, D, to.h);
+  std::copy_n(from.c, D, to.c);
+  std::copy_n(from.n, D, to.n);
+  std::copy_n(from.m, D, to.m);
+}
+
+template <typename Real>
+Rows<Real> state_rows(Real* states, int64_t state_stride, int64_t offset) {
+  return {states + offset, states + state_stride + offset, states + 2 * state_stride + offset,
+          states + 3 * state_stride + offset};
+}
+
+template <typename Real>
+void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* bias, const bool* mask,
+                    at::Tensor& h_out, Real* states, Real* raw, const Dims& dims) {
+  const auto [B, H, T, D] = dims;
+  const int64_t G = 4 * D, rows_per_pair = (T + 1) * D, state_stride = B * H * rows_per_pair;
+  const Strides in = strides_of(gates_x), out = strides_of(h_out);
+  const Real* gx = gates_x.data_ptr<Real>();
+  Real* h_ptr = h_out.data_ptr<Real>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t b = pair / H, head = pair % H;
+      for (int64_t t = 0; t < T; ++t) {
+        const Rows<Real> prev = state_rows(states, state_stride, pair * rows_per_pair + t * D);
+        const Rows<Real> next = state_rows(states, state_stride, pair * rows_per_pair + (t + 1) * D);
+        Real* raw_t = raw + (pair * T + t) * G;
+        gate_preactivations(gx + b * in.b + head * in.h + t * in.t, in.g, bias + head * G, kernel + head * D * G,
+                            prev.h, D, raw_t);
+        Real* h_t = h_ptr + b * out.b + head * out.h + t * out.t;
+        if (mask == nullptr || mask[b * T + t]) {
+          forward_step(raw_t, prev, next, D);
+          std::copy(next.h, next.h + D, h_t);
+        } else {  // a padded step passes the state through and outputs 0
+          copy_rows(prev, next, D);
+          std::fill(h_t, h_t + D, Real(0));
+        }
+      }
+    }
+  });
+}
+
+// The recurrence backwards: the gradients of the gate pre-activations at every step (grad_gates_x,
+// zero at padded steps) and of the initial state. Those of the recurrent kernel and the bias are sums
+// over all steps of these, taken afterwards as matrix products.
+template <typename Real>
+void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Real* kernel, const bool* mask,
+                     Real* states, const Real* raw, Real* grad_gates_x, Real* grad_initial, const Dims& dims) {
+  const auto [B, H, T, D] = dims;
+  const int64_t G = 4 * D, rows_per_pair = (T + 1) * D, state_stride = B * H * rows_per_pair;
+  const int64_t carry_stride = B * H * D;  // between the h, c, n, m planes of grad_final / grad_initial
+  const Strides dh_in = strides_of(grad_h);
+  const Real* dh_ptr = grad_h.data_ptr<Real>();
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Real> carry(4 * D);  // gradients of the state (h, c, n, m)
+    Real *dh = carry.data(), *dc = dh + D, *dn = dc + D, *dm = dn + D;
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t b = pair / H, head = pair % H;
+      const Real* head_kernel = kernel + head * D * G;
+      for (int64_t s = 0; s < 4; ++s) std::copy_n(grad_final + s * carry_stride + pair * D, D, carry.data() + s * D);
+      for (int64_t t = T - 1; t >= 0; --t) {
+        Real* dgx_t = grad_gates_x + (pair * T + t) * G;
+        if (mask != nullptr && !mask[b * T + t]) {  // a padded step passed every state through
+          std::fill_n(dgx_t, G, Real(0));
+          continue;
+        }
+        const Rows<Real> prev = state_rows(states, state_stride, pair * rows_per_pair + t * D);
+        backward_step(raw + (pair * T + t) * G, prev, dh_ptr + b * dh_in.b + head * dh_in.h + t * dh_in.t, dh, dc, dn,
+                      dm, dgx_t, D);
+        // raw = gates_x + bias + h_prev @ kernel: h_prev receives kernel @ draw
+        for (int64_t d = 0; d < D; ++d) dh[d] = dot(head_kernel + d * G, dgx_t, G);
+      }
+      for (int64_t s = 0; s < 4; ++s) std::copy_n(carry.data() + s * D, D, grad_initial + s * carry_stride + pair * D);
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
+    const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
+  const Dims dims = check_inputs(gates_x, recurrent_kernel, bias, mask, initial_states);
+  const auto [B, H, T, D] = dims;
+  const at::Tensor gx = gates_x.stride(-1) == 1 ? gates_x : gates_x.contiguous();
+  const at::Tensor kernel = recurrent_kernel.contiguous(), b = bias.contiguous();
+  at::Tensor h_out = at::empty({B, T, H, D}, gx.options()).permute({0, 2, 1, 3});
+  at::Tensor states = at::empty({4, B, H, T + 1, D}, gx.options());
+  at::Tensor raw = at::empty({B, H, T, 4, D}, gx.options());
+  states.select(3, 0).copy_(initial_states);
+  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  const bool* mask_ptr = mask.has_value() ? mask_c.data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "slstm_forward_cpu", [&] {
+    forward_kernel<scalar_t>(gx, kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mask_ptr, h_out,
+                             states.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(), dims);
+  });
+  at::Tensor final_states = states.select(3, T).clone();
+  return {h_out, final_states, states, raw};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
+    const at::Tensor& grad_h, const at::Tensor& grad_final_states, const at::Tensor& recurrent_kernel, const c10::optional<at::Tensor>& mask, const at::Tensor& states,
+    const at::Tensor& raw) {
+  const Dims dims{raw.size(0), raw.size(1), raw.size(2), raw.size(4)};
+  const auto [B, H, T, D] = dims;
+  TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({B, H, T, D}), "grad_h must be [B, H, T, D]");
+  TORCH_CHECK(grad_final_states.sizes() == at::IntArrayRef({4, B, H, D}), "grad_final_states must be [4, B, H, D]");
+  const at::Tensor dh = grad_h.stride(-1) == 1 ? grad_h : grad_h.contiguous();
+  const at::Tensor d_final = grad_final_states.contiguous(), kernel = recurrent_kernel.contiguous();
+  at::Tensor states_c = states.contiguous();
+  const at::Tensor raw_c = raw.contiguous();
+  at::Tensor grad_gates_x = at::empty_like(raw_c);
+  at::Tensor grad_initial = at::empty({4, B, H, D}, raw.options());
+  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  const bool* mask_ptr = mask.has_value() ? mask_c.data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "slstm_backward_cpu", [&] {
+    backward_kernel<scalar_t>(dh, d_final.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), mask_ptr,
+                              states_c.data_ptr<scalar_t>(), raw_c.data_ptr<scalar_t>(),
+                              grad_gates_x.data_ptr<scalar_t>(), grad_initial.data_ptr<scalar_t>(), dims);
+  });
+  // kernel[h] receives sum over (b, t) of h_prev^T draw; bias[h] sum over (b, t) of draw
+  const at::Tensor h_prev = states_c[0].narrow(2, 0, T).permute({1, 3, 0, 2}).reshape({H, D, B * T});
+  const at::Tensor draw = grad_gates_x.permute({1, 0, 2, 3, 4}).reshape({H, B * T, 4 * D});
+  at::Tensor grad_kernel = at::bmm(h_prev, draw).view({H, D, 4, D});
+  at::Tensor grad_bias = draw.sum(1).view({H, 4, D});
+  return {grad_gates_x, grad_kernel, grad_bias, grad_initial};
+}
+
+TORCH_LIBRARY_IMPL(xlstm_hf, CPU, m) {
+  m.impl("slstm_forward", &slstm_forward_cpu);
+  m.impl("slstm_backward", &slstm_backward_cpu);
+}
+
+}  // namespace xlstm_hf

@@ -1,0 +1,125 @@
+"""The Python side of the compiled operators `torch.ops.xlstm_hf.*`: fake (meta) kernels for
+`torch.compile`, autograd formulas, and wrappers with the calling convention of the PyTorch reference.
+Registered once, by `extension.build_cpu_extension`, after the library is loaded."""
+
+import torch
+
+from .gates import at_least_float32
+from .mlstm.chunkwise import MLSTMState
+from .mlstm.recurrent import mlstm_step as mlstm_step_reference
+from .slstm.recurrent import SLSTMState
+
+
+def slstm(
+    gates_x: torch.Tensor,
+    recurrent_kernel: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    initial_state: SLSTMState | None = None,
+) -> tuple[torch.Tensor, SLSTMState]:
+    """`slstm_recurrent` as one fused kernel: same arguments and results."""
+    gx = at_least_float32(gates_x)
+    B, H, _, _, D = gx.shape
+    if initial_state is None:
+        initial = gx.new_zeros(4, B, H, D)
+    else:
+        initial = torch.stack([s.to(gx.dtype) for s in initial_state])
+    h, final_states, _, _ = torch.ops.xlstm_hf.slstm_forward(
+        gx, recurrent_kernel.to(gx.dtype), bias.to(gx.dtype), mask, initial
+    )
+    return h.to(gates_x.dtype), tuple(final_states.unbind(0))
+
+
+def mlstm_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    state: MLSTMState,
+    *,
+    mask: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, MLSTMState]:
+    """`mlstm_step` of the reference as one kernel for all heads: same arguments and results."""
+    dtype = torch.promote_types(v.dtype, torch.float32)
+    inputs = (x.to(dtype) for x in (q, k, v, i, f, *state))
+    h, C, n, m = torch.ops.xlstm_hf.mlstm_step(*inputs, mask, eps)
+    return h.to(v.dtype), (C, n, m)
+
+
+# ---- sLSTM: fake kernels and autograd -----------------------------------------------------------------
+
+
+def _slstm_forward_fake(gates_x, recurrent_kernel, bias, mask, initial_states):
+    B, H, T, _, D = gates_x.shape
+    h = gates_x.new_empty(B, T, H, D).permute(0, 2, 1, 3)
+    return h, torch.empty_like(initial_states), gates_x.new_empty(4, B, H, T + 1, D), gates_x.new_empty(B, H, T, 4, D)
+
+
+def _slstm_backward_fake(grad_h, grad_final_states, recurrent_kernel, mask, states, raw):
+    H, D = recurrent_kernel.shape[:2]
+    return torch.empty_like(raw), torch.empty_like(recurrent_kernel), raw.new_empty(H, 4, D), torch.empty_like(
+        grad_final_states
+    )
+
+
+def _slstm_setup_context(ctx, inputs, output):
+    _, recurrent_kernel, _, mask, _ = inputs
+    _, _, states, raw = output
+    ctx.mark_non_differentiable(states, raw)
+    ctx.save_for_backward(recurrent_kernel, mask, states, raw)
+
+
+def _slstm_backward(ctx, grad_h, grad_final_states, _grad_states, _grad_raw):
+    recurrent_kernel, mask, states, raw = ctx.saved_tensors
+    B, H, T, _, D = raw.shape
+    grad_h = grad_h if grad_h is not None else raw.new_zeros(B, H, T, D)
+    if grad_final_states is None:
+        grad_final_states = raw.new_zeros(4, B, H, D)
+    grad_gates_x, grad_kernel, grad_bias, grad_initial = torch.ops.xlstm_hf.slstm_backward(
+        grad_h, grad_final_states, recurrent_kernel, mask, states, raw
+    )
+    return grad_gates_x, grad_kernel, grad_bias, None, grad_initial
+
+
+# ---- mLSTM step: fake kernel and autograd (through the reference, which computes the same function) ----
+
+
+def _mlstm_step_fake(q, k, v, i, f, C, n, m, mask, eps):
+    return v.new_empty(v.shape), torch.empty_like(C), torch.empty_like(n), torch.empty_like(m)
+
+
+def _mlstm_step_setup_context(ctx, inputs, output):
+    *tensors, mask, eps = inputs
+    ctx.save_for_backward(*tensors, mask)
+    ctx.eps = eps
+
+
+def _mlstm_step_backward(ctx, grad_h, grad_C, grad_n, grad_m):
+    *tensors, mask = ctx.saved_tensors
+
+    def reference(q, k, v, i, f, C, n, m):
+        h, state = mlstm_step_reference(q, k, v, i, f, (C, n, m), mask=mask, eps=ctx.eps)
+        return (h, *state)
+
+    outputs, vjp = torch.func.vjp(reference, *tensors)
+    grads = tuple(
+        grad if grad is not None else torch.zeros_like(output)
+        for grad, output in zip((grad_h, grad_C, grad_n, grad_m), outputs)
+    )
+    return (*vjp(grads), None, None)
+
+
+def register_python_parts() -> None:
+    """Fake kernels and autograd of the operators; call once after loading the library."""
+    torch.library.register_fake("xlstm_hf::slstm_forward", _slstm_forward_fake)
+    torch.library.register_fake("xlstm_hf::slstm_backward", _slstm_backward_fake)
+    torch.library.register_autograd(
+        "xlstm_hf::slstm_forward", _slstm_backward, setup_context=_slstm_setup_context
+    )
+    torch.library.register_fake("xlstm_hf::mlstm_step", _mlstm_step_fake)
+    torch.library.register_autograd(
+        "xlstm_hf::mlstm_step", _mlstm_step_backward, setup_context=_mlstm_step_setup_context
+    )

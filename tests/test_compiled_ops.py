@@ -1,0 +1,254 @@
+"""The compiled CPU kernels (`xlstm_hf/csrc`) against the PyTorch reference they replace: outputs, final
+states and every gradient (initial state included) on odd shapes, with padding and initial states;
+`torch.library.opcheck`; `gradcheck` in float64; the backend decision; whole models on both backends.
+
+In CI the extension must build (a failure there fails these tests); elsewhere, without a compiler,
+they are skipped."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+from torch.testing import assert_close
+
+from xlstm_hf import XLSTMConfig, XLSTMForCausalLM, ops
+from xlstm_hf.ops import compiled
+from xlstm_hf.ops.extension import cpu_extension_status
+from xlstm_hf.ops.mlstm import mlstm_step
+from xlstm_hf.ops.slstm import slstm_recurrent
+
+available, why = cpu_extension_status()
+if not available:
+    assert not os.environ.get("CI"), f"CI must build the CPU extension, but: {why}"
+    pytest.skip(f"the CPU extension is unavailable here: {why}", allow_module_level=True)
+
+TOLERANCE = {torch.float32: {"rtol": 1e-5, "atol": 1e-6}, torch.float64: {"rtol": 1e-12, "atol": 1e-12}}
+RELATIVE = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors: intra-op threads only cost synchronisation on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randn(generator, *shape, dtype, scale=1.0, shift=0.0):
+    return torch.randn(*shape, generator=generator, dtype=torch.float64).mul(scale).add(shift).to(dtype)
+
+
+def slstm_inputs(B, H, T, D, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gates_x = randn(g, B, H, T, 4, D, dtype=dtype, scale=2.0)
+    gates_x[:, :, :, 1] += 3.0  # forget gates mostly open
+    return {
+        "gates_x": gates_x,
+        "recurrent_kernel": randn(g, H, D, 4, D, dtype=dtype, scale=0.5),
+        "bias": randn(g, H, 4, D, dtype=dtype, scale=0.5),
+    }
+
+
+def slstm_state(B, H, D, dtype, seed=1):
+    """A non-empty state (n >= 1) or, for `empty`, the zero state."""
+    g = torch.Generator().manual_seed(seed)
+    h, c, m = (randn(g, B, H, D, dtype=dtype) for _ in range(3))
+    return h, c, randn(g, B, H, D, dtype=dtype).abs() + 1.0, m
+
+
+def padding_mask(B, T, kind, seed=2):
+    mask = torch.ones(B, T, dtype=torch.bool)
+    if kind == "left":
+        mask[0, : T // 2] = False
+    elif kind == "right":
+        mask[-1, T - T // 3 :] = False
+    elif kind == "random":
+        mask = torch.rand(B, T, generator=torch.Generator().manual_seed(seed)) > 0.3
+    return None if kind == "none" else mask
+
+
+def outputs_and_gradients(fn, inputs: dict, initial_state, mask, seed=3):
+    """Run `fn`, backprop a random linear function of its output and final state, and return
+    (output, final state, gradients of the inputs and of the initial state)."""
+    leaves = {name: value.clone().requires_grad_() for name, value in inputs.items()}
+    state = None if initial_state is None else tuple(s.clone().requires_grad_() for s in initial_state)
+    h, final = fn(**leaves, mask=mask, initial_state=state)
+    g = torch.Generator().manual_seed(seed)
+    loss = (h * randn(g, *h.shape, dtype=h.dtype)).sum()
+    loss = loss + sum((s * randn(g, *s.shape, dtype=s.dtype)).sum() for s in final)
+    wrt = list(leaves.values()) + (list(state) if state is not None else [])
+    return h.detach(), [s.detach() for s in final], torch.autograd.grad(loss, wrt)
+
+
+def assert_all_close(actual, expected, dtype):
+    """Each pair close to `RELATIVE[dtype]` of the expected tensor's scale: gradients sum over many steps
+    in another order than autograd's, so a small entry of a large gradient carries its rounding."""
+    for a, e in zip(actual, expected):
+        scale = max(1.0, e.abs().max().item())
+        assert_close(a, e, rtol=RELATIVE[dtype], atol=RELATIVE[dtype] * scale)
+
+
+# ---- sLSTM ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 7, 5), (3, 2, 13, 8), (1, 4, 37, 3)])
+@pytest.mark.parametrize("kind", ["none", "left", "right", "random"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_slstm_kernel_matches_reference(dtype, shape, kind, with_state):
+    B, H, T, D = shape
+    inputs = slstm_inputs(B, H, T, D, dtype)
+    state = slstm_state(B, H, D, dtype) if with_state else None
+    mask = padding_mask(B, T, kind)
+    h, final, grads = outputs_and_gradients(compiled.slstm, inputs, state, mask)
+    h_ref, final_ref, grads_ref = outputs_and_gradients(slstm_recurrent, inputs, state, mask)
+    assert h.dtype == dtype and all(s.dtype == dtype for s in final)
+    assert_close(h, h_ref, **TOLERANCE[dtype])
+    assert_all_close(final, final_ref, dtype)
+    assert_all_close(grads, grads_ref, dtype)
+
+
+def test_slstm_kernel_ignores_anything_at_padded_steps():
+    """Padded steps pass the state through, whatever their inputs hold, and get no gradient."""
+    inputs = slstm_inputs(2, 2, 9, 4, torch.float32)
+    mask = padding_mask(2, 9, "left")
+    poisoned = dict(inputs, gates_x=inputs["gates_x"].clone())
+    padded = ~mask[:, None, :]  # [B, 1, T] against gates_x [B, H, T, 4, D]
+    poisoned["gates_x"][padded.expand(-1, 2, -1)] = float("nan")
+    h, final, grads = outputs_and_gradients(compiled.slstm, poisoned, None, mask)
+    h_ref, final_ref, _ = outputs_and_gradients(compiled.slstm, inputs, None, mask)
+    assert torch.equal(h, h_ref) and all(torch.equal(s, r) for s, r in zip(final, final_ref))
+    padded_grads = grads[0][padded.expand(-1, 2, -1)]
+    assert torch.equal(padded_grads, torch.zeros_like(padded_grads))
+
+
+def test_slstm_kernel_gradcheck():
+    inputs = slstm_inputs(2, 2, 4, 3, torch.float64)
+    state = slstm_state(2, 2, 3, torch.float64)
+    mask = padding_mask(2, 4, "left")
+
+    def run(gates_x, recurrent_kernel, bias, h, c, n, m):
+        out, final = compiled.slstm(gates_x, recurrent_kernel, bias, mask=mask, initial_state=(h, c, n, m))
+        return (out, *final)
+
+    leaves = [x.clone().requires_grad_() for x in (*inputs.values(), *state)]
+    assert gradcheck(run, leaves)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_slstm_operator_passes_opcheck(with_mask):
+    inputs = slstm_inputs(2, 2, 5, 3, torch.float32)
+    initial = torch.stack(slstm_state(2, 2, 3, torch.float32))
+    args = (*(x.requires_grad_() for x in inputs.values()), padding_mask(2, 5, "left" if with_mask else "none"),
+            initial.requires_grad_())
+    torch.library.opcheck(torch.ops.xlstm_hf.slstm_forward.default, args)
+
+
+# ---- mLSTM step -------------------------------------------------------------------------------------
+
+
+def mlstm_step_inputs(B, H, Dqk, Dv, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        randn(g, B, H, Dqk, dtype=dtype),
+        randn(g, B, H, Dqk, dtype=dtype),
+        randn(g, B, H, Dv, dtype=dtype),
+        randn(g, B, H, dtype=dtype, scale=2.0),
+        randn(g, B, H, dtype=dtype, scale=2.0, shift=3.0),
+    ), (randn(g, B, H, Dqk, Dv, dtype=dtype), randn(g, B, H, Dqk, dtype=dtype), randn(g, B, H, dtype=dtype))
+
+
+def step_outputs_and_gradients(step, inputs, state, mask, seed=3):
+    leaves = [x.clone().requires_grad_() for x in (*inputs, *state)]
+    h, new_state = step(*leaves[:5], tuple(leaves[5:]), mask=mask)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((t * randn(g, *t.shape, dtype=t.dtype)).sum() for t in (h, *new_state))
+    return [t.detach() for t in (h, *new_state)], torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 8, 16), (3, 2, 5, 7)])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_mlstm_step_kernel_matches_reference(dtype, shape, with_mask):
+    inputs, state = mlstm_step_inputs(*shape, dtype)
+    mask = torch.arange(shape[0]) % 2 == 0 if with_mask else None
+    outputs, grads = step_outputs_and_gradients(compiled.mlstm_step, inputs, state, mask)
+    outputs_ref, grads_ref = step_outputs_and_gradients(mlstm_step, inputs, state, mask)
+    assert_all_close(outputs, outputs_ref, dtype)
+    assert_all_close(grads, grads_ref, dtype)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_mlstm_step_operator_passes_opcheck(with_mask):
+    inputs, state = mlstm_step_inputs(2, 2, 4, 3, torch.float32)
+    mask = torch.tensor([True, False]) if with_mask else None
+    args = (*(x.requires_grad_() for x in (*inputs, *state)), mask, 1e-6)
+    torch.library.opcheck(torch.ops.xlstm_hf.mlstm_step.default, args)
+
+
+# ---- the backend decision -----------------------------------------------------------------------------
+
+
+def test_auto_takes_the_compiled_kernels_on_the_cpu():
+    cpu = torch.device("cpu")
+    assert ops.choose_backend("slstm", cpu)[0] == "cpp"
+    assert ops.choose_backend("mlstm_step", cpu)[0] == "cpp"
+    assert ops.choose_backend("mlstm_chunkwise", cpu)[0] == "native"
+    assert ops.choose_backend("slstm", cpu, "native") == ("native", "asked for")
+
+
+@pytest.mark.parametrize(("requested", "device", "error"), [
+    ("fast", "cpu", ValueError),
+    ("cpp", "meta", ValueError),
+    ("cuda", "cpu", NotImplementedError),
+])
+def test_requests_that_cannot_be_met_raise(requested, device, error):
+    with pytest.raises(error, match="backend"):
+        ops.choose_backend("slstm", torch.device(device), requested)
+
+
+def test_switched_off_extension_falls_back_and_says_why():
+    code = (
+        "import torch; from xlstm_hf.ops import choose_backend; "
+        "print(choose_backend('slstm', torch.device('cpu'))); "
+        "choose_backend('slstm', torch.device('cpu'), 'cpp')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "XLSTM_HF_EXTENSION": "0"})
+    assert "('native', 'the CPU extension is unavailable: turned off by XLSTM_HF_EXTENSION=0')" in result.stdout
+    assert result.returncode != 0 and "backend='cpp' was asked for" in result.stderr
+
+
+def test_env_command_reports_every_op():
+    result = subprocess.run([sys.executable, "-m", "xlstm_hf", "env"], capture_output=True, text=True, check=True)
+    for op in ops.OPS:
+        assert op in result.stdout
+
+
+# ---- whole models on both backends -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["neurips", "large"])
+def test_model_on_compiled_kernels_matches_native(family):
+    def make(backend):
+        torch.manual_seed(0)
+        config = XLSTMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_heads=2, chunk_size=8,
+                             layer_types=["slstm", "mlstm"], block_family=family, backend=backend)
+        return XLSTMForCausalLM(config)
+
+    native, compiled_model = make("native"), make("cpp")
+    compiled_model.load_state_dict(native.state_dict())
+    ids = torch.randint(0, 64, (2, 21), generator=torch.Generator().manual_seed(0))
+    native_loss, compiled_loss = (model(ids, labels=ids).loss for model in (native, compiled_model))
+    native_loss.backward()
+    compiled_loss.backward()
+    assert_close(compiled_loss, native_loss, rtol=1e-5, atol=1e-6)
+    for (name, p_native), p_compiled in zip(native.named_parameters(), compiled_model.parameters()):
+        assert_close(p_compiled.grad, p_native.grad, rtol=1e-4, atol=1e-6, msg=name)
+    greedy = dict(max_new_tokens=8, do_sample=False)
+    native_tokens = native.eval().generate(ids[:, :5], **greedy)
+    assert torch.equal(compiled_model.eval().generate(ids[:, :5], **greedy), native_tokens)

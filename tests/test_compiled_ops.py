@@ -252,3 +252,82 @@ def test_model_on_compiled_kernels_matches_native(family):
     greedy = dict(max_new_tokens=8, do_sample=False)
     native_tokens = native.eval().generate(ids[:, :5], **greedy)
     assert torch.equal(compiled_model.eval().generate(ids[:, :5], **greedy), native_tokens)
+
+
+# ---- the compiled one-token step of whole blocks (the generation fast path) ----------------------------
+
+DECODE_CONFIGS = {
+    "neurips": dict(block_family="neurips", layer_types=["mlstm", "slstm", "mlstm"]),
+    "neurips-bias-no-conv-relu2": dict(block_family="neurips", layer_types=["slstm", "mlstm"], use_bias=True,
+                                       conv_kernel_size=0, slstm_conv_kernel_size=0, ffn_act="relu2"),
+    "large": dict(block_family="large", layer_types=["mlstm", "slstm", "mlstm"]),
+    "large-bias-layernorm-gelu": dict(block_family="large", layer_types=["mlstm", "slstm"], use_bias=True,
+                                      norm_type="layernorm", ffn_act="gelu", gate_soft_cap=0.0),
+}
+
+
+def decode_model(name: str, backend: str) -> XLSTMForCausalLM:
+    torch.manual_seed(0)
+    settings = DECODE_CONFIGS[name]
+    config = XLSTMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=len(settings["layer_types"]), num_heads=2,
+                         chunk_size=4, backend=backend, **settings)
+    model = XLSTMForCausalLM(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model.eval()
+
+
+def decode_token_by_token(model: XLSTMForCausalLM, ids: torch.Tensor, prompt_length: int):
+    """(logits of every position, the cache) from a prefill and then one token per call."""
+    with torch.no_grad():
+        output = model(ids[:, :prompt_length])
+        logits = [output.logits]
+        for t in range(prompt_length, ids.shape[1]):
+            output = model(ids[:, t : t + 1], cache=output.cache)
+            logits.append(output.logits)
+    return torch.cat(logits, dim=1), output.cache
+
+
+@pytest.mark.parametrize("name", DECODE_CONFIGS)
+def test_compiled_block_step_matches_the_modules(name, monkeypatch):
+    compiled_model, native_model = decode_model(name, "auto"), decode_model(name, "native")
+    calls = []
+    decode_token = type(compiled_model.backbone.blocks[0]).decode_token
+    monkeypatch.setattr(type(compiled_model.backbone.blocks[0]), "decode_token",
+                        lambda block, *args: calls.append(block) or decode_token(block, *args))
+    ids = torch.randint(0, 64, (3, 13), generator=torch.Generator().manual_seed(1))
+    logits, cache = decode_token_by_token(compiled_model, ids, prompt_length=6)
+    native_logits, native_cache = decode_token_by_token(native_model, ids, prompt_length=6)
+    assert len(calls) == 7 * len(compiled_model.backbone.blocks)  # every decoded token took the compiled step
+    assert_close(logits, native_logits, rtol=1e-5, atol=1e-5)
+    leaves = [t for t in torch.utils._pytree.tree_leaves(cache.layer_states) if t is not None]
+    native_leaves = [t for t in torch.utils._pytree.tree_leaves(native_cache.layer_states) if t is not None]
+    assert_all_close(leaves, native_leaves, torch.float32)
+
+
+class Adapter(torch.nn.Module):
+    """A stand-in for an adapter such as LoRA wrapping a projection."""
+
+    def __init__(self, base: torch.nn.Linear):
+        super().__init__()
+        self.base, self.weight, self.bias = base, base.weight, base.bias
+
+    def forward(self, x):
+        return self.base(x) + 1.0
+
+
+@pytest.mark.parametrize("change", ["adapter", "hook"])
+def test_changed_modules_fall_back_to_the_modules(change):
+    model = decode_model("large", "auto")
+    block = model.backbone.blocks[0]
+    if change == "adapter":
+        block.mixer.qkvo_proj = Adapter(block.mixer.qkvo_proj)
+    else:
+        block.ffn.proj_up.register_forward_hook(lambda module, args, output: output * 2)
+    assert not block.decodes_compiled()
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(ids).logits
+    stepped, _ = decode_token_by_token(model, ids, prompt_length=4)
+    assert_close(stepped, full, rtol=1e-5, atol=1e-5)

@@ -27,7 +27,7 @@ from .checkpoint_mapping import (
     read_transformers_xlstm_checkpoint,
 )
 from .configuration_xlstm import XLSTMConfig
-from .ops import mlstm, slstm
+from .ops import choose_backend, mlstm, slstm
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
@@ -57,8 +57,7 @@ class XLSTMRMSNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x = (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+        x = F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype) * self.weight
         return x + self.bias if self.bias is not None else x
 
 
@@ -178,6 +177,8 @@ class MLSTMLayer(nn.Module):
     """NeurIPS mLSTM layer ("pre up-projection"): up-projection, causal conv, block-diagonal q/k/v,
     exponential gating over the matrix memory, per-head norm, learnable skip, SiLU output gate."""
 
+    decode_kind = 0  # the block kind of the compiled one-token step
+
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
@@ -220,10 +221,22 @@ class MLSTMLayer(nn.Module):
         y = self.dropout(self.proj_down(h * F.silu(z)))
         return y, (conv_history, cell_state)
 
+    def decode_parameters(self) -> list[torch.Tensor | None]:
+        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
+        conv = self.conv
+        return [
+            self.proj_up.weight, self.proj_up.bias, conv and conv.weight, conv and conv.bias,
+            self.q_proj.weight, self.q_proj.bias, self.k_proj.weight, self.k_proj.bias,
+            self.v_proj.weight, self.v_proj.bias, self.gate_proj.weight, self.gate_proj.bias,
+            self.norm.weight, self.skip, self.proj_down.weight, self.proj_down.bias,
+        ]
+
 
 class MLSTMLargeLayer(nn.Module):
     """xLSTM-Large (7B) mLSTM layer: linear q/k/v and output gate, soft-capped gates, per-head norm
     times a sigmoid output gate, output projection."""
+
+    decode_kind = 1
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
@@ -254,10 +267,19 @@ class MLSTMLargeLayer(nn.Module):
         y = self.out_proj(torch.sigmoid(o) * self.norm(h))
         return y, (None, cell_state)
 
+    def decode_parameters(self) -> list[torch.Tensor | None]:
+        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
+        return [
+            self.qkvo_proj.weight, self.qkvo_proj.bias, self.gate_proj.weight, self.gate_proj.bias,
+            self.norm.weight, self.norm.bias, self.out_proj.weight, self.out_proj.bias,
+        ]
+
 
 class SLSTMLayer(nn.Module):
     """sLSTM layer: causal conv feeding the input and forget gates, block-diagonal gate projections,
     the scalar-memory cell with a per-head recurrent matrix, per-head norm."""
+
+    decode_kind = 2
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
@@ -293,8 +315,18 @@ class SLSTMLayer(nn.Module):
         )
         return self.norm(self.dropout(h)), (conv_history, cell_state)
 
+    def decode_parameters(self) -> list[torch.Tensor | None]:
+        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
+        conv = self.conv
+        return [
+            conv and conv.weight, conv and conv.bias, self.igate.weight, self.fgate.weight, self.zgate.weight,
+            self.ogate.weight, self.recurrent_kernel, self.bias, self.norm.weight,
+        ]
+
 
 MIXERS = {("neurips", "mlstm"): MLSTMLayer, ("large", "mlstm"): MLSTMLargeLayer}
+# feed-forward activations of the compiled one-token step, by their codes there
+DECODE_ACTIVATIONS = {"gelu": 0, "silu": 1, "swish": 1, "relu": 2, "relu2": 3, "sigmoid": 4}
 
 
 class CrossAttention(nn.Module):
@@ -353,6 +385,41 @@ class XLSTMBlock(GradientCheckpointingLayer):
         has_ffn = config.ffn_size > 0 and (layer_type == "slstm" or config.block_family == "large")
         self.ffn_norm = make_norm(config) if has_ffn else None
         self.ffn = GatedFeedForward(config) if has_ffn else None
+        self.decode_kind_supported = not (config.bidirectional or config.add_cross_attention) and (
+            not has_ffn or config.ffn_act in DECODE_ACTIVATIONS
+        )
+        self.decode_settings = (
+            [config.norm_eps, config.gate_soft_cap, config.mlstm_eps],
+            [int(config.norm_type == "rmsnorm"), config.num_heads,
+             DECODE_ACTIVATIONS.get(config.ffn_act, -1) if has_ffn else -1, config.mlstm_qk_size,
+             config.mlstm_v_size],
+        )
+
+    def decodes_compiled(self) -> bool:
+        """Whether the compiled one-token step computes what `forward` would: a supported block whose
+        modules are all ours, unreplaced (no adapters such as LoRA) and without hooks (such as FSDP's)."""
+        return self.decode_kind_supported and all(
+            type(module) in PLAIN_MODULES and not (module._forward_hooks or module._forward_pre_hooks)
+            for module in self.modules()
+        )
+
+    def decode_token(self, hidden_states: torch.Tensor, state: BlockState) -> tuple[torch.Tensor, BlockState]:
+        """One token of inference in one compiled call (csrc/decode_cpu.cpp): `forward` on
+        `hidden_states` [B, hidden] as one step, without padding, from a non-empty state."""
+        (conv_history, cell_state), _ = state
+        has_conv = conv_history is not None
+        parameters = [self.norm.weight, self.norm.bias, *self.mixer.decode_parameters()]
+        if self.ffn is not None:
+            ffn = self.ffn
+            parameters += [self.ffn_norm.weight, self.ffn_norm.bias, ffn.proj_up.weight, ffn.proj_up.bias,
+                           ffn.proj_down.weight, ffn.proj_down.bias]
+        floats, ints = self.decode_settings
+        hidden_states, new_state = torch.ops.xlstm_hf.decode_block(
+            hidden_states, parameters, [conv_history, *cell_state] if has_conv else list(cell_state),
+            self.mixer.decode_kind, floats, ints,
+        )
+        conv_history = new_state[0] if has_conv else None
+        return hidden_states, ((conv_history, tuple(new_state[int(has_conv):])), None)
 
     def forward(
         self,
@@ -379,6 +446,14 @@ class XLSTMBlock(GradientCheckpointingLayer):
         return hidden_states, (mixer_state, cross_keys_values)
 
 
+# the modules whose parameters the compiled one-token step reads directly (see XLSTMBlock.decodes_compiled)
+PLAIN_MODULES = {
+    XLSTMBlock, MLSTMLayer, MLSTMLargeLayer, SLSTMLayer, GatedFeedForward, nn.Linear, OutputProjection,
+    GateProjection, HeadwiseLinear, CausalConv1d, nn.LayerNorm, XLSTMRMSNorm, MultiHeadNorm, nn.Dropout,
+    *(type(ACT2FN[name]) for name in DECODE_ACTIVATIONS),
+}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Cache and outputs
 # ---------------------------------------------------------------------------------------------------
@@ -402,8 +477,11 @@ class XLSTMCache:
 
     @property
     def batch_size(self) -> int | None:
-        tensors = self._tensors()
-        return tensors[0].shape[0] if tensors else None
+        for state in self.layer_states:
+            if state is not None:
+                (_, cell_state), _ = state
+                return cell_state[0].shape[0]
+        return None
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Keep the batch rows `beam_idx` (beam search), in that order."""
@@ -413,10 +491,8 @@ class XLSTMCache:
 
     def nbytes(self) -> int:
         """Bytes held by all states."""
-        return sum(t.numel() * t.element_size() for t in self._tensors())
-
-    def _tensors(self) -> list[torch.Tensor]:
-        return [leaf for leaf in tree_leaves(self.layer_states) if isinstance(leaf, torch.Tensor)]
+        tensors = [leaf for leaf in tree_leaves(self.layer_states) if isinstance(leaf, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 @dataclass
@@ -563,15 +639,13 @@ class XLSTMModel(XLSTMPreTrainedModel):
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
 
-        hidden_states = inputs_embeds
-        all_hidden_states = () if output_hidden_states else None
-        for idx, block in enumerate(self.blocks):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            state = cache.layer_states[idx] if cache is not None else None
-            hidden_states, state = block(hidden_states, mask, state, encoder_hidden_states, encoder_mask)
-            if use_cache:
-                cache.layer_states[idx] = state
+        all_hidden_states = None
+        if self._decodes_compiled(inputs_embeds, mask, cache, use_cache, output_hidden_states):
+            hidden_states = self._decode_compiled(inputs_embeds, cache)
+        else:
+            hidden_states, all_hidden_states = self._run_blocks(
+                inputs_embeds, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask
+            )
         hidden_states = self.out_norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
@@ -580,6 +654,43 @@ class XLSTMModel(XLSTMPreTrainedModel):
         return XLSTMModelOutput(
             last_hidden_state=hidden_states, cache=cache if use_cache else None, hidden_states=all_hidden_states
         )
+
+    def _run_blocks(
+        self, hidden_states, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask
+    ):
+        """The blocks in turn, each continuing from its state in `cache` where there is one and leaving the
+        new one there with `use_cache`. -> (output, the input of every block when `output_hidden_states`)."""
+        all_hidden_states = () if output_hidden_states else None
+        for idx, block in enumerate(self.blocks):
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            state = cache.layer_states[idx] if cache is not None else None
+            hidden_states, state = block(hidden_states, mask, state, encoder_hidden_states, encoder_mask)
+            if use_cache:
+                cache.layer_states[idx] = state
+        return hidden_states, all_hidden_states
+
+    def _decodes_compiled(self, hidden_states, mask, cache, use_cache, output_hidden_states) -> bool:
+        """Whether this input is one token of plain inference that the compiled block step can take:
+        the fast path of generation."""
+        return (
+            hidden_states.shape[1] == 1
+            and use_cache
+            and mask is None
+            and not output_hidden_states
+            and not (self.training or torch.is_grad_enabled())
+            and hidden_states.dtype == torch.float32
+            and all(state is not None for state in cache.layer_states)
+            and all(block.decodes_compiled() for block in self.blocks)
+            and choose_backend("decode_block", hidden_states.device, self.config.backend)[0] == "cpp"
+        )
+
+    def _decode_compiled(self, hidden_states: torch.Tensor, cache: XLSTMCache) -> torch.Tensor:
+        """[B, 1, hidden] through every block by its compiled step; the cache moves on by one token."""
+        hidden = hidden_states[:, 0]
+        for idx, block in enumerate(self.blocks):
+            hidden, cache.layer_states[idx] = block.decode_token(hidden, cache.layer_states[idx])
+        return hidden[:, None]
 
     def _resolve_use_cache(self, cache: XLSTMCache | None, use_cache: bool | None) -> bool:
         if self.config.bidirectional:

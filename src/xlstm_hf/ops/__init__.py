@@ -20,11 +20,13 @@ from .slstm import SLSTMState, slstm_recurrent
 
 MLSTMForm = Literal["chunkwise", "parallel", "recurrent"]
 BACKENDS = ("auto", "native", "cpp", "cuda")
-OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm")
+OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm", "decode_block")
 
 _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
 _CPU_KERNELS = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm}
 _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent}
+# decode_block: one token through a whole block, the inference fast path of XLSTMModel
+_COMPILED_ON_CPU = (*_CPU_KERNELS, "decode_block")
 
 
 def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:
@@ -40,7 +42,7 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tu
         if requested == "cpp":
             raise ValueError(f"backend='cpp' runs on the CPU, but the inputs are on {device}; use 'auto' or 'native'.")
         return "native", f"no compiled kernel for {device.type} yet"
-    if op not in _CPU_KERNELS:
+    if op not in _COMPILED_ON_CPU:
         return "native", "no compiled kernel for this op"
     available, why = cpu_extension_status()
     if available:

@@ -112,6 +112,10 @@ def _mlstm_step_backward(ctx, grad_h, grad_C, grad_n, grad_m):
     return (*vjp(grads), None, None)
 
 
+def _decode_block_fake(hidden, params, state, kind, floats, ints):
+    return torch.empty_like(hidden), [torch.empty_like(tensor) for tensor in state]
+
+
 def register_python_parts() -> None:
     """Fake kernels and autograd of the operators; call once after loading the library."""
     torch.library.register_fake("xlstm_hf::slstm_forward", _slstm_forward_fake)
@@ -123,3 +127,4 @@ def register_python_parts() -> None:
     torch.library.register_autograd(
         "xlstm_hf::mlstm_step", _mlstm_step_backward, setup_context=_mlstm_step_setup_context
     )
+    torch.library.register_fake("xlstm_hf::decode_block", _decode_block_fake)

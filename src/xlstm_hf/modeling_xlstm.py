@@ -865,7 +865,35 @@ def real_step_bounds(attention_mask: torch.Tensor | None, batch_size: int, lengt
     return first, last
 
 
-class XLSTMForSequenceClassification(XLSTMPreTrainedModel):
+class XLSTMClassifierBase(XLSTMPreTrainedModel):
+    """The body the classification heads share: the block stack over token ids, or over continuous
+    sequences `past_values` [B, T, num_input_channels] on a model without vocabulary (`vocab_size=None`)."""
+
+    def __init__(self, config: XLSTMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.backbone = XLSTMModel(config)
+        self.value_embedding = None if config.vocab_size else nn.Linear(config.num_input_channels, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def get_input_embeddings(self) -> nn.Embedding | None:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding):
+        self.backbone.set_input_embeddings(new_embeddings)
+
+    def encode(self, input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states) -> XLSTMModelOutput:
+        """The block stack's outputs for token ids, embeddings or continuous values."""
+        return self.backbone(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds),
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+        )
+
+
+class XLSTMForSequenceClassification(XLSTMClassifierBase):
     """A label (or labels, or a regression target) per sequence. A causal model pools the output at the
     last real step; a bidirectional one (`config.bidirectional`) the outputs at the last and the first
     real step, where each direction has read the whole sequence. Without vocabulary
@@ -873,19 +901,9 @@ class XLSTMForSequenceClassification(XLSTMPreTrainedModel):
 
     def __init__(self, config: XLSTMConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.backbone = XLSTMModel(config)
-        self.value_embedding = None if config.vocab_size else nn.Linear(config.num_input_channels, config.hidden_size)
         pooled_size = config.hidden_size * (2 if config.bidirectional else 1)
-        self.dropout = nn.Dropout(config.dropout)
         self.score = nn.Linear(pooled_size, config.num_labels)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding | None:
-        return self.backbone.get_input_embeddings()
-
-    def set_input_embeddings(self, new_embeddings: nn.Embedding):
-        self.backbone.set_input_embeddings(new_embeddings)
 
     @can_return_tuple
     def forward(
@@ -903,13 +921,7 @@ class XLSTMForSequenceClassification(XLSTMPreTrainedModel):
         labels: [B] class ids, [B, num_labels] multi-label targets, or [B] / [B, num_labels] regression
             targets, as `config.problem_type` says (inferred as in transformers when unset).
         """
-        outputs = self.backbone(
-            input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds),
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-        )
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states)
         hidden_states = outputs.last_hidden_state  # [B, T, hidden]
         batch_size, length = hidden_states.shape[:2]
         first, last = real_step_bounds(attention_mask, batch_size, length, hidden_states.device)
@@ -924,24 +936,14 @@ class XLSTMForSequenceClassification(XLSTMPreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class XLSTMForTokenClassification(XLSTMPreTrainedModel):
+class XLSTMForTokenClassification(XLSTMClassifierBase):
     """A label per step (tagging); best with a bidirectional encoder (`config.bidirectional=True`). Without
     vocabulary it tags continuous sequences `past_values` [B, T, num_input_channels]."""
 
     def __init__(self, config: XLSTMConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
-        self.backbone = XLSTMModel(config)
-        self.value_embedding = None if config.vocab_size else nn.Linear(config.num_input_channels, config.hidden_size)
-        self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding | None:
-        return self.backbone.get_input_embeddings()
-
-    def set_input_embeddings(self, new_embeddings: nn.Embedding):
-        self.backbone.set_input_embeddings(new_embeddings)
 
     @can_return_tuple
     def forward(
@@ -958,13 +960,7 @@ class XLSTMForTokenClassification(XLSTMPreTrainedModel):
         past_values: [B, T, num_input_channels] continuous inputs, for a model without vocabulary.
         labels: [B, T] class ids, -100 where ignored (padding).
         """
-        outputs = self.backbone(
-            input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds),
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-        )
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # [B, T, num_labels]
         loss = None
         if labels is not None:

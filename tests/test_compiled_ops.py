@@ -29,13 +29,7 @@ TOLERANCE = {torch.float32: {"rtol": 1e-5, "atol": 1e-6}, torch.float64: {"rtol"
 RELATIVE = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: intra-op threads only cost synchronisation on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def randn(generator, *shape, dtype, scale=1.0, shift=0.0):

@@ -8,6 +8,7 @@ values. References are plain full forwards without a cache, or losses computed w
 import pytest
 import torch
 import torch.nn.functional as F
+from padding import pad_batch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
@@ -79,19 +80,6 @@ def random_values(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def pad_batch(sequences: list[torch.Tensor], side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack sequences [T_i, ...] into `(inputs [B, T, ...], attention_mask [B, T])`, padded with PAD."""
-    length = max(len(sequence) for sequence in sequences)
-    first = sequences[0]
-    inputs = torch.full((len(sequences), length, *first.shape[1:]), PAD, dtype=first.dtype)
-    mask = torch.zeros(len(sequences), length, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        span = slice(length - len(sequence), length) if side == "left" else slice(0, len(sequence))
-        inputs[row, span] = sequence
-        mask[row, span] = 1
-    return inputs, mask
-
-
 def prompts_of(*lengths: int) -> list[torch.Tensor]:
     """Random token sequences of the given lengths."""
     return [random_ids(length, seed=seed) for seed, length in enumerate(lengths)]
@@ -106,13 +94,7 @@ def loss_and_gradients(model, **inputs) -> tuple[torch.Tensor, dict[str, torch.T
     return loss.detach(), {name: grad.clone() for name, grad in grads.items()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny ops run faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 MODEL_PARAMS = [(family, direction) for family in FAMILIES for direction in DIRECTIONS]

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
+from padding import pad_batch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 from torch.utils._pytree import tree_leaves
@@ -52,18 +53,6 @@ def make_model(name: str, **overrides) -> XLSTMForCausalLM:
 def random_ids(*shape: int, seed: int = 0) -> torch.Tensor:
     """Token ids that are never the pad id."""
     return torch.randint(1, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
-
-
-def pad_batch(prompts: list[torch.Tensor], side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack 1-D prompts into `(input_ids, attention_mask)` of shape [B, max length], padded with PAD."""
-    length = max(len(prompt) for prompt in prompts)
-    ids = torch.full((len(prompts), length), PAD)
-    mask = torch.zeros(len(prompts), length, dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        span = slice(length - len(prompt), length) if side == "left" else slice(0, len(prompt))
-        ids[row, span] = prompt
-        mask[row, span] = 1
-    return ids, mask
 
 
 def prompts_of(*lengths: int) -> list[torch.Tensor]:

@@ -27,14 +27,7 @@ MLSTM_FORMS = {
 SEQUENCE_FORMS = ["recurrent", "parallel", "chunkwise-4"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These ops run on tiny tensors, where intra-op threads only cost synchronisation: on a busy
-    2-core machine a 5-step recurrence took 44 ms with 2 threads and 0.5 ms with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # ---- random inputs -----------------------------------------------------------------------------------

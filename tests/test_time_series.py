@@ -18,16 +18,9 @@ from xlstm_hf.modeling_xlstm_time_series import XLSTMForTimeSeriesPrediction, sa
 CONTEXT, HORIZON, CHANNELS = 32, 8, 3
 LOSSES = ("mse", "nll", "quantile")
 
-AutoModelForTimeSeriesPrediction.register(XLSTMConfig, XLSTMForTimeSeriesPrediction, exist_ok=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops run faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_config(**overrides) -> XLSTMConfig:

@@ -14,7 +14,7 @@ import torch
 from torch.autograd import gradcheck
 from torch.testing import assert_close
 
-from xlstm_hf import XLSTMConfig, XLSTMForCausalLM, ops
+from xlstm_hf import XLSTMConfig, XLSTMForCausalLM, XLSTMModel, ops
 from xlstm_hf.ops import compiled
 from xlstm_hf.ops.extension import cpu_extension_status
 from xlstm_hf.ops.mlstm import mlstm_step
@@ -283,17 +283,18 @@ def decode_token_by_token(model: XLSTMForCausalLM, ids: torch.Tensor, prompt_len
     return torch.cat(logits, dim=1), output.cache
 
 
+@pytest.mark.parametrize("batch", [3, 17])  # projections as dot products, and through BLAS (16 rows or more)
 @pytest.mark.parametrize("name", DECODE_CONFIGS)
-def test_compiled_block_step_matches_the_modules(name, monkeypatch):
+def test_compiled_block_step_matches_the_modules(name, batch, monkeypatch):
     compiled_model, native_model = decode_model(name, "auto"), decode_model(name, "native")
     calls = []
-    decode_token = type(compiled_model.backbone.blocks[0]).decode_token
-    monkeypatch.setattr(type(compiled_model.backbone.blocks[0]), "decode_token",
-                        lambda block, *args: calls.append(block) or decode_token(block, *args))
-    ids = torch.randint(0, 64, (3, 13), generator=torch.Generator().manual_seed(1))
+    decode_compiled = XLSTMModel._decode_compiled
+    monkeypatch.setattr(XLSTMModel, "_decode_compiled",
+                        lambda model, *args: calls.append(model) or decode_compiled(model, *args))
+    ids = torch.randint(0, 64, (batch, 13), generator=torch.Generator().manual_seed(1))
     logits, cache = decode_token_by_token(compiled_model, ids, prompt_length=6)
     native_logits, native_cache = decode_token_by_token(native_model, ids, prompt_length=6)
-    assert len(calls) == 7 * len(compiled_model.backbone.blocks)  # every decoded token took the compiled step
+    assert len(calls) == 7  # every decoded token took the compiled step
     assert_close(logits, native_logits, rtol=1e-5, atol=1e-5)
     leaves = [t for t in torch.utils._pytree.tree_leaves(cache.layer_states) if t is not None]
     native_leaves = [t for t in torch.utils._pytree.tree_leaves(native_cache.layer_states) if t is not None]
@@ -311,17 +312,42 @@ class Adapter(torch.nn.Module):
         return self.base(x) + 1.0
 
 
-@pytest.mark.parametrize("change", ["adapter", "hook"])
+@pytest.mark.parametrize("change", ["adapter", "hook", "global hook"])
 def test_changed_modules_fall_back_to_the_modules(change):
     model = decode_model("large", "auto")
     block = model.backbone.blocks[0]
+    assert model.backbone._decode_parameters() is not None
     if change == "adapter":
         block.mixer.qkvo_proj = Adapter(block.mixer.qkvo_proj)
-    else:
+    elif change == "hook":
         block.ffn.proj_up.register_forward_hook(lambda module, args, output: output * 2)
-    assert not block.decodes_compiled()
+    else:
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, output: output)
+    assert model.backbone._decode_parameters() is None
+    if change == "global hook":
+        handle.remove()
+        return
     ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
+        full = model(ids).logits
+    stepped, _ = decode_token_by_token(model, ids, prompt_length=4)
+    assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change", ["module", "parameter", "in place"])
+def test_compiled_step_reads_replaced_modules_and_parameters(change):
+    model = decode_model("large", "auto")
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(3))
+    decode_token_by_token(model, ids, prompt_length=4)  # the step has collected its parameters
+    mixer = model.backbone.blocks[1].mixer
+    with torch.no_grad():
+        if change == "module":
+            mixer.zgate = type(mixer.zgate)(32, mixer.num_heads)
+            mixer.zgate.weight.normal_()
+        elif change == "parameter":
+            mixer.recurrent_kernel = torch.nn.Parameter(torch.randn_like(mixer.recurrent_kernel))
+        else:
+            mixer.bias.normal_()
         full = model(ids).logits
     stepped, _ = decode_token_by_token(model, ids, prompt_length=4)
     assert_close(stepped, full, rtol=1e-5, atol=1e-5)

@@ -391,38 +391,16 @@ class XLSTMBlock(GradientCheckpointingLayer):
         self.decode_kind_supported = not (config.bidirectional or config.add_cross_attention) and (
             not has_ffn or config.ffn_act in DECODE_ACTIVATIONS
         )
-        self.decode_settings = (
-            [config.norm_eps, config.gate_soft_cap, config.mlstm_eps],
-            [int(config.norm_type == "rmsnorm"), config.num_heads,
-             DECODE_ACTIVATIONS.get(config.ffn_act, -1) if has_ffn else -1, config.mlstm_qk_size,
-             config.mlstm_v_size],
-        )
+        self.decode_activation = DECODE_ACTIVATIONS.get(config.ffn_act, -1) if has_ffn else -1
 
-    def decodes_compiled(self) -> bool:
-        """Whether the compiled one-token step computes what `forward` would: a supported block whose
-        modules are all ours, unreplaced (no adapters such as LoRA) and without hooks (such as FSDP's)."""
-        return self.decode_kind_supported and all(
-            type(module) in PLAIN_MODULES and not (module._forward_hooks or module._forward_pre_hooks)
-            for module in self.modules()
-        )
-
-    def decode_token(self, hidden_states: torch.Tensor, state: BlockState) -> tuple[torch.Tensor, BlockState]:
-        """One token of inference in one compiled call (csrc/decode_cpu.cpp): `forward` on
-        `hidden_states` [B, hidden] as one step, without padding, from a non-empty state."""
-        (conv_history, cell_state), _ = state
-        has_conv = conv_history is not None
+    def decode_parameters(self) -> list[torch.Tensor | None]:
+        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
         parameters = [self.norm.weight, self.norm.bias, *self.mixer.decode_parameters()]
         if self.ffn is not None:
             ffn = self.ffn
             parameters += [self.ffn_norm.weight, self.ffn_norm.bias, ffn.proj_up.weight, ffn.proj_up.bias,
                            ffn.proj_down.weight, ffn.proj_down.bias]
-        floats, ints = self.decode_settings
-        hidden_states, new_state = torch.ops.xlstm_hf.decode_block(
-            hidden_states, parameters, [conv_history, *cell_state] if has_conv else list(cell_state),
-            self.mixer.decode_kind, floats, ints,
-        )
-        conv_history = new_state[0] if has_conv else None
-        return hidden_states, ((conv_history, tuple(new_state[int(has_conv):])), None)
+        return parameters
 
     def forward(
         self,
@@ -449,12 +427,46 @@ class XLSTMBlock(GradientCheckpointingLayer):
         return hidden_states, (mixer_state, cross_keys_values)
 
 
-# the modules whose parameters the compiled one-token step reads directly (see XLSTMBlock.decodes_compiled)
+# the modules whose parameters the compiled one-token step reads directly (see plain_submodules)
 PLAIN_MODULES = {
     XLSTMBlock, MLSTMLayer, MLSTMLargeLayer, SLSTMLayer, GatedFeedForward, nn.Linear, OutputProjection,
     GateProjection, HeadwiseLinear, CausalConv1d, nn.LayerNorm, XLSTMRMSNorm, MultiHeadNorm, nn.Dropout,
-    *(type(ACT2FN[name]) for name in DECODE_ACTIVATIONS),
+    nn.Identity, *(type(ACT2FN[name]) for name in DECODE_ACTIVATIONS),
 }
+
+
+def plain_submodules(modules: list[nn.Module]) -> list[nn.Module] | None:
+    """`modules` and all their submodules, or None where one is not of PLAIN_MODULES (replaced, e.g. by an
+    adapter such as LoRA): the compiled one-token step reads their parameters directly."""
+    found, unvisited = [], list(modules)
+    while unvisited:
+        module = unvisited.pop()
+        if type(module) not in PLAIN_MODULES:
+            return None
+        found.append(module)
+        unvisited.extend(module._modules.values())
+    return found
+
+
+class ModuleTreeVersion:
+    """Counts every registration or replacement of a module or parameter anywhere (torch's global
+    registration hooks), so that the compiled one-token step collects its parameters again only then."""
+
+    value = 0
+
+    @classmethod
+    def bump(cls, *args) -> None:
+        cls.value += 1
+
+
+torch.nn.modules.module.register_module_module_registration_hook(ModuleTreeVersion.bump)
+torch.nn.modules.module.register_module_parameter_registration_hook(ModuleTreeVersion.bump)
+
+
+def has_hooks(modules: list[nn.Module]) -> bool:
+    """Whether forward hooks (such as FSDP's) would run around any of `modules`."""
+    global_hooks = torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks
+    return bool(global_hooks) or any(module._forward_hooks or module._forward_pre_hooks for module in modules)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -599,6 +611,13 @@ class XLSTMModel(XLSTMPreTrainedModel):
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.blocks = nn.ModuleList(XLSTMBlock(config, idx) for idx in range(config.num_hidden_layers))
         self.out_norm = make_norm(config) if config.add_out_norm else nn.Identity()
+        # the settings of the compiled one-token step (csrc/decode_cpu.cpp)
+        self.decode_settings = (
+            [config.norm_eps, config.gate_soft_cap, config.mlstm_eps],
+            [int(config.norm_type == "rmsnorm"), config.num_heads, config.mlstm_qk_size, config.mlstm_v_size,
+             int(config.add_out_norm)],
+        )
+        self._decode_cache = None  # (ModuleTreeVersion, the modules, their parameters in the step's order)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding | None:
@@ -643,15 +662,17 @@ class XLSTMModel(XLSTMPreTrainedModel):
             output_hidden_states = self.config.output_hidden_states
 
         all_hidden_states = None
-        if self._decodes_compiled(inputs_embeds, mask, cache, use_cache, output_hidden_states):
-            hidden_states = self._decode_compiled(inputs_embeds, cache)
+        decode_parameters = self._compiled_decode_parameters(inputs_embeds, mask, cache, use_cache,
+                                                             output_hidden_states)
+        if decode_parameters is not None:
+            hidden_states = self._decode_compiled(inputs_embeds, cache, decode_parameters)
         else:
             hidden_states, all_hidden_states = self._run_blocks(
                 inputs_embeds, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask
             )
-        hidden_states = self.out_norm(hidden_states)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
+            hidden_states = self.out_norm(hidden_states)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
         if use_cache:
             cache.seen_tokens += length
         return XLSTMModelOutput(
@@ -673,10 +694,10 @@ class XLSTMModel(XLSTMPreTrainedModel):
                 cache.layer_states[idx] = state
         return hidden_states, all_hidden_states
 
-    def _decodes_compiled(self, hidden_states, mask, cache, use_cache, output_hidden_states) -> bool:
-        """Whether this input is one token of plain inference that the compiled block step can take:
-        the fast path of generation."""
-        return (
+    def _compiled_decode_parameters(self, hidden_states, mask, cache, use_cache, output_hidden_states):
+        """The parameters for the compiled one-token step where this input can take it (one token of plain
+        inference: the fast path of generation), else None."""
+        can_take = (
             hidden_states.shape[1] == 1
             and use_cache
             and mask is None
@@ -684,15 +705,43 @@ class XLSTMModel(XLSTMPreTrainedModel):
             and not (self.training or torch.is_grad_enabled())
             and hidden_states.dtype == torch.float32
             and all(state is not None for state in cache.layer_states)
-            and all(block.decodes_compiled() for block in self.blocks)
-            and choose_backend("decode_block", hidden_states.device, self.config.backend)[0] == "cpp"
+            and choose_backend("decode_step", hidden_states.device, self.config.backend)[0] == "cpp"
         )
+        return self._decode_parameters() if can_take else None
 
-    def _decode_compiled(self, hidden_states: torch.Tensor, cache: XLSTMCache) -> torch.Tensor:
-        """[B, 1, hidden] through every block by its compiled step; the cache moves on by one token."""
-        hidden = hidden_states[:, 0]
-        for idx, block in enumerate(self.blocks):
-            hidden, cache.layer_states[idx] = block.decode_token(hidden, cache.layer_states[idx])
+    def _decode_parameters(self) -> list[torch.Tensor | None] | None:
+        """The parameters of every block and the out norm in the order the compiled one-token step reads
+        them, or None where it would not compute what the modules do: a block kind it lacks, a replaced
+        module (see plain_submodules) or hooks. Collected again only after a module or parameter changed."""
+        if self._decode_cache is None or self._decode_cache[0] != ModuleTreeVersion.value:
+            modules = plain_submodules([*self.blocks, self.out_norm])
+            parameters = None
+            if modules is not None and all(block.decode_kind_supported for block in self.blocks):
+                parameters = [parameter for block in self.blocks for parameter in block.decode_parameters()]
+                if self.config.add_out_norm:
+                    parameters += [self.out_norm.weight, self.out_norm.bias]
+            self._decode_cache = (ModuleTreeVersion.value, modules, parameters)
+        _, modules, parameters = self._decode_cache
+        return None if parameters is None or has_hooks(modules) else parameters
+
+    def _decode_compiled(self, hidden_states: torch.Tensor, cache: XLSTMCache, parameters: list) -> torch.Tensor:
+        """[B, 1, hidden] through every block and the out norm in one compiled call (csrc/decode_cpu.cpp);
+        the cache moves on by one token."""
+        states, layout = [], []
+        for block, ((conv_history, cell_state), _) in zip(self.blocks, cache.layer_states):
+            block_states = [conv_history, *cell_state] if conv_history is not None else list(cell_state)
+            states += block_states
+            layout += [block.mixer.decode_kind, block.decode_activation, len(block_states)]
+        hidden, new_states = torch.ops.xlstm_hf.decode_step(
+            hidden_states[:, 0], parameters, states, layout, *self.decode_settings
+        )
+        for idx, ((conv_history, _), _) in enumerate(cache.layer_states):
+            count = layout[3 * idx + 2]
+            block_states, new_states = new_states[:count], new_states[count:]
+            if conv_history is not None:
+                cache.layer_states[idx] = ((block_states[0], tuple(block_states[1:])), None)
+            else:
+                cache.layer_states[idx] = ((None, tuple(block_states)), None)
         return hidden[:, None]
 
     def _resolve_use_cache(self, cache: XLSTMCache | None, use_cache: bool | None) -> bool:

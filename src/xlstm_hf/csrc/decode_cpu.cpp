@@ -1,25 +1,30 @@
-// The decoding step of a whole block on the CPU (one token, inference): the ATen operations of the
-// Python modules in src/xlstm_hf/modeling_xlstm.py, in the same order, in one call per block, so that a
-// generated token costs little more than its arithmetic. src/xlstm_hf/fused_decode.py lists each
-// block's parameters and state in the order read here; the tests hold this step to the modules.
+// The decoding step of the whole block stack on the CPU (one token, inference, float32): what the Python
+// modules of src/xlstm_hf/modeling_xlstm.py compute, in the same order, written as loops over rows of
+// floats in one call, so that a generated token costs its arithmetic and not a chain of small tensor
+// operations. Each block lists its parameters and state in the order read here (decode_parameters); the
+// tests hold this step to the modules. Shapes: hidden [B, hidden]; every intermediate is a row-major
+// [B, width] buffer.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include <cmath>
 #include <tuple>
 #include <vector>
 
+#include "mlstm_step.h"
+#include "slstm_step.h"
+
 namespace xlstm_hf {
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_step_cpu(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i, const at::Tensor& f,
-    const at::Tensor& C, const at::Tensor& n, const at::Tensor& m, const c10::optional<at::Tensor>& mask,
-    double eps);
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
-    const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
-    const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states);
-
 namespace {
+
+// from this many rows on, a projection goes to BLAS as a matrix product (below, dot products are faster:
+// BLAS repacks the weight on every call)
+constexpr int64_t kBlasRows = 16;
 
 enum BlockKind : int64_t { kNeuripsMLSTM = 0, kLargeMLSTM = 1, kSLSTM = 2 };
 enum Activation : int64_t { kNone = -1, kGelu = 0, kSilu = 1, kRelu = 2, kReluSquared = 3, kSigmoid = 4 };
@@ -27,185 +32,398 @@ enum Activation : int64_t { kNone = -1, kGelu = 0, kSilu = 1, kRelu = 2, kReluSq
 struct Settings {
   double norm_eps, gate_soft_cap, mlstm_eps;
   bool rms_norm;
-  int64_t num_heads, activation, qk_size, v_size;
+  int64_t num_heads, activation, qk_size, v_size;  // activation: of the current block's feed-forward
 };
+
+// A float32 parameter or state (contiguous), or nullptr for an absent optional entry.
+const float* floats_of(const at::Tensor& t) {
+  if (!t.defined()) return nullptr;
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous(),
+              "decode_step: parameters and states must be contiguous float32");
+  return t.data_ptr<float>();
+}
 
 // The tensors of a list, in order; absent optional entries are undefined tensors.
 class Reader {
  public:
   explicit Reader(const c10::List<c10::optional<at::Tensor>>& list) : list_(list) {}
   at::Tensor next() {
-    TORCH_CHECK(position_ < list_.size(), "decode_block: fewer tensors than the block needs");
+    TORCH_CHECK(position_ < list_.size(), "decode_step: fewer tensors than the block needs");
     const c10::optional<at::Tensor> value = list_.get(position_++);
     return value.has_value() ? *value : at::Tensor();
   }
+  const float* next_floats() { return floats_of(next()); }  // the list keeps the tensor alive
 
  private:
   const c10::List<c10::optional<at::Tensor>>& list_;
   size_t position_ = 0;
 };
 
-c10::optional<at::Tensor> maybe(const at::Tensor& t) {
-  return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt;
-}
+// ---- rows of floats -----------------------------------------------------------------------------------
 
-at::Tensor add_bias(at::Tensor x, const at::Tensor& bias) {
-  return bias.defined() ? x + bias : x;
-}
-
-// XLSTMRMSNorm on float32 rows [B, hidden], in one pass (ATen's rms_norm is a chain of small ops)
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
-  const at::Tensor x_c = x.contiguous(), weight_c = weight.contiguous();
-  at::Tensor out = at::empty_like(x_c);
-  const int64_t rows = x_c.size(0), width = x_c.size(1);
-  const float* in = x_c.data_ptr<float>();
-  const float* w = weight_c.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    float sum_of_squares = 0;
-    for (int64_t e = 0; e < width; ++e) sum_of_squares += in[r * width + e] * in[r * width + e];
-    const float inverse_rms = 1.0f / std::sqrt(sum_of_squares / width + static_cast<float>(eps));
-    for (int64_t e = 0; e < width; ++e) o[r * width + e] = in[r * width + e] * inverse_rms * w[e];
+// y[o0 .. o0 + 8) = W[o0 .. o0 + 8) x for one row x [in], W [out, in]: eight dot products at once, summed
+// across their SIMD lanes together (with AVX2; one dot product at a time otherwise).
+void eight_dots(const float* x, const float* W, int64_t in, float* y) {
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 sums[8];
+  for (auto& sum : sums) sum = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= in; i += 8) {
+    const __m256 x_i = _mm256_loadu_ps(x + i);
+    for (int64_t j = 0; j < 8; ++j) sums[j] = _mm256_fmadd_ps(_mm256_loadu_ps(W + j * in + i), x_i, sums[j]);
   }
-  return add_bias(out, bias);
+  const __m256 pairs01 = _mm256_hadd_ps(sums[0], sums[1]), pairs23 = _mm256_hadd_ps(sums[2], sums[3]);
+  const __m256 pairs45 = _mm256_hadd_ps(sums[4], sums[5]), pairs67 = _mm256_hadd_ps(sums[6], sums[7]);
+  const __m256 quads0123 = _mm256_hadd_ps(pairs01, pairs23), quads4567 = _mm256_hadd_ps(pairs45, pairs67);
+  _mm256_storeu_ps(y, _mm256_add_ps(_mm256_permute2f128_ps(quads0123, quads4567, 0x20),
+                                    _mm256_permute2f128_ps(quads0123, quads4567, 0x31)));
+  for (; i < in; ++i) {
+    for (int64_t j = 0; j < 8; ++j) y[j] += W[j * in + i] * x[i];
+  }
+#else
+  for (int64_t j = 0; j < 8; ++j) y[j] = vec_dot(x, W + j * in, in);
+#endif
 }
 
-// make_norm: LayerNorm (NeurIPS) or RMSNorm (Large)
-at::Tensor block_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const Settings& s) {
-  if (s.rms_norm) return rms_norm(x, weight, bias, s.norm_eps);
-  return at::layer_norm(x, {x.size(-1)}, weight, maybe(bias), s.norm_eps);
-}
-
-// MultiHeadNorm on one step: h [B, H, D] -> [B, H * D]
-at::Tensor multi_head_norm(const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias, double eps) {
-  const at::Tensor normed = at::layer_norm(h.to(at::kFloat), {h.size(-1)}, c10::nullopt, c10::nullopt, eps);
-  return add_bias(normed.to(h.scalar_type()).flatten(1) * weight, bias);
-}
-
-at::Tensor soft_cap(const at::Tensor& x, double cap) {
-  return cap != 0 ? cap * at::tanh(x / cap) : x;
-}
-
-// HeadwiseLinear: x [B, F] with weight [blocks, out, in]
-at::Tensor headwise(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  const at::Tensor y = at::einsum("...hd,hod->...ho", {x.unflatten(-1, {weight.size(0), -1}), weight}).flatten(-2);
-  return add_bias(y, bias);
-}
-
-at::Tensor activation(const at::Tensor& x, int64_t kind) {
-  switch (kind) {
-    case kGelu: return at::gelu(x);
-    case kSilu: return at::silu(x);
-    case kRelu: return at::relu(x);
-    case kReluSquared: return at::relu(x).square();
-    case kSigmoid: return at::sigmoid(x);
-    default: TORCH_CHECK(false, "decode_block: unknown activation ", kind);
+// y[b, :out] = x[b, :in] W^T (+ bias), W [out, in]; x and y rows `x_row` and `y_row` apart. A few rows as dot
+// products, eight outputs at a time, parallel over the outputs where that pays for the threads; many rows
+// through BLAS.
+void linear(const float* x, int64_t x_row, int64_t B, int64_t in, const float* W, const float* bias, int64_t out,
+            float* y, int64_t y_row) {
+  if (B >= kBlasRows) {
+    const auto as_matrix = [](const float* data, int64_t rows, int64_t columns, int64_t row_stride) {
+      return at::from_blob(const_cast<float*>(data), {rows, columns}, {row_stride, 1}, at::kFloat);
+    };
+    at::Tensor result = as_matrix(y, B, out, y_row);
+    at::mm_out(result, as_matrix(x, B, in, x_row), as_matrix(W, out, in, in).t());
+  } else {
+    const int64_t blocks = out / 8, grain = std::max<int64_t>(1, 4096 / (B * in));  // grain: blocks of 8
+    at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t block = begin; block < end; ++block) {
+        for (int64_t b = 0; b < B; ++b) eight_dots(x + b * x_row, W + block * 8 * in, in, y + b * y_row + block * 8);
+      }
+    });
+    for (int64_t o = blocks * 8; o < out; ++o) {
+      for (int64_t b = 0; b < B; ++b) y[b * y_row + o] = vec_dot(x + b * x_row, W + o * in, in);
+    }
+  }
+  if (bias) {
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t o = 0; o < out; ++o) y[b * y_row + o] += bias[o];
+    }
   }
 }
 
-// CausalConv1d on one step: x [B, F] and history [B, K-1, F] -> y [B, F]; history moves on by one. The
-// weighted sum over the window directly: a convolution call costs far more than this arithmetic.
-at::Tensor causal_conv_step(const at::Tensor& x, at::Tensor& history, const at::Tensor& weight, const at::Tensor& bias) {
-  const at::Tensor window = at::cat({history.to(x.scalar_type()), x.unsqueeze(1)}, 1);  // [B, K, F]
-  const at::Tensor y = (window * weight.squeeze(1).t()).sum(1) + bias;  // weight [F, 1, K] -> [K, F]
-  history = window.narrow(1, 1, window.size(1) - 1);
-  return y;
+// HeadwiseLinear: `blocks` independent [d, d] maps of the groups of d = width / blocks features
+void headwise(const float* x, int64_t x_row, int64_t B, int64_t width, const float* W, const float* bias,
+              int64_t blocks, float* y, int64_t y_row) {
+  const int64_t d = width / blocks;
+  for (int64_t h = 0; h < blocks; ++h) {
+    linear(x + h * d, x_row, B, d, W + h * d * d, bias ? bias + h * d : nullptr, d, y + h * d, y_row);
+  }
 }
 
-// The mLSTM step with gate pre-activations `gates` [B, 2H] and q, k [B, Dqk], v [B, Dv]
-at::Tensor mlstm_step(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& gates,
-                      std::vector<at::Tensor>& cell, const Settings& s) {
-  const int64_t B = q.size(0), H = s.num_heads;
-  const std::vector<at::Tensor> i_f = gates.chunk(2, -1);
-  auto [h, C, n, m] = mlstm_step_cpu(q.view({B, H, -1}), k.view({B, H, -1}), v.view({B, H, -1}), i_f[0], i_f[1],
-                                     cell[0], cell[1], cell[2], c10::nullopt, s.mlstm_eps);
-  cell = {C, n, m};
-  return h;  // [B, H, Dv]
+// x = act(x) in place, in SIMD vectors: the feed-forward activations and the SiLU / sigmoid gates
+void activate(float* x, int64_t count, int64_t kind) {
+  using V = Vec<float>;
+  const V one(1.0f), zero(0.0f);
+  for (int64_t e = 0; e < count; e += V::size()) {
+    const int64_t lanes = std::min<int64_t>(V::size(), count - e);
+    const V v = V::loadu(x + e, lanes);
+    V y;
+    switch (kind) {
+      case kGelu: y = v * V(0.5f) * (one + (v * V(static_cast<float>(M_SQRT1_2))).erf()); break;
+      case kSilu: y = v / (one + v.neg().exp()); break;
+      case kRelu: y = at::vec::maximum(v, zero); break;
+      case kReluSquared: y = at::vec::maximum(v, zero) * at::vec::maximum(v, zero); break;
+      case kSigmoid: y = one / (one + v.neg().exp()); break;
+      default: TORCH_CHECK(false, "decode_step: unknown activation ", kind);
+    }
+    y.store(x + e, lanes);
+  }
 }
 
-// MLSTMLayer (NeurIPS); state: [conv history (with a conv)], C, n, m
+// activate() on the first `width` values of each of B rows `row` apart
+void activate_rows(float* x, int64_t row, int64_t B, int64_t width, int64_t kind) {
+  for (int64_t b = 0; b < B; ++b) activate(x + b * row, width, kind);
+}
+
+// out = (x - mean) / sqrt(var + eps) over `width` values (LayerNorm without its affine part)
+void standardise(const float* x, int64_t width, double eps, float* out) {
+  float mean = 0;
+  for (int64_t e = 0; e < width; ++e) mean += x[e];
+  mean /= width;
+  float variance = 0;
+  for (int64_t e = 0; e < width; ++e) variance += (x[e] - mean) * (x[e] - mean);
+  const float inverse_std = 1.0f / std::sqrt(variance / width + static_cast<float>(eps));
+  for (int64_t e = 0; e < width; ++e) out[e] = (x[e] - mean) * inverse_std;
+}
+
+// make_norm of each row: RMSNorm (Large) or LayerNorm (NeurIPS), weight and optional bias
+void block_norm(const float* x, int64_t B, int64_t width, const float* weight, const float* bias, const Settings& s,
+                float* out) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = x + b * width;
+    float* normed = out + b * width;
+    if (s.rms_norm) {
+      float sum_of_squares = 0;
+      for (int64_t e = 0; e < width; ++e) sum_of_squares += row[e] * row[e];
+      const float inverse_rms = 1.0f / std::sqrt(sum_of_squares / width + static_cast<float>(s.norm_eps));
+      for (int64_t e = 0; e < width; ++e) normed[e] = row[e] * inverse_rms;
+    } else {
+      standardise(row, width, s.norm_eps, normed);
+    }
+    for (int64_t e = 0; e < width; ++e) normed[e] = normed[e] * weight[e] + (bias ? bias[e] : 0.0f);
+  }
+}
+
+// MultiHeadNorm: each head's h [B, H, D] standardised on its own, then weight (and bias) over all H * D
+void multi_head_norm(const float* h, int64_t B, int64_t H, int64_t D, const float* weight, const float* bias,
+                     double eps, float* out) {
+  for (int64_t bh = 0; bh < B * H; ++bh) standardise(h + bh * D, D, eps, out + bh * D);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t e = 0; e < H * D; ++e) out[b * H * D + e] = out[b * H * D + e] * weight[e] + (bias ? bias[e] : 0.0f);
+  }
+}
+
+void soft_cap(float* x, int64_t count, double cap) {
+  if (cap == 0) return;
+  for (int64_t e = 0; e < count; ++e) x[e] = static_cast<float>(cap) * std::tanh(x[e] / static_cast<float>(cap));
+}
+
+// CausalConv1d on one step: y = bias + sum_k window[k] * weight[:, 0, k] over the window (history [B, K-1, F],
+// then x); the new history is the window without its oldest row.
+at::Tensor causal_conv_step(const float* x, int64_t x_row, int64_t B, int64_t F, const at::Tensor& history,
+                            const float* weight, const float* bias, float* y) {
+  const int64_t K = history.size(1) + 1;
+  at::Tensor next_history = at::empty_like(history);
+  const float* old = floats_of(history);
+  float* kept = next_history.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    auto window = [&](int64_t k) { return k < K - 1 ? old + (b * (K - 1) + k) * F : x + b * x_row; };
+    for (int64_t e = 0; e < F; ++e) {
+      float sum = bias[e] + window(0)[e] * weight[e * K];
+      for (int64_t k = 1; k < K; ++k) sum += window(k)[e] * weight[e * K + k];
+      y[b * F + e] = sum;
+    }
+    for (int64_t k = 1; k < K; ++k) std::copy_n(window(k), F, kept + (b * (K - 1) + k - 1) * F);
+  }
+  return next_history;
+}
+
+// ---- the mixers -----------------------------------------------------------------------------------------
+
+at::Tensor rows(int64_t B, int64_t width, const at::Tensor& like) { return at::empty({B, width}, like.options()); }
+
+// The mLSTM step from q, k, v and the gate pre-activations (i of head h at gates[b, h], f at gates[b, H + h]);
+// the cell state (C, n, m) is replaced. -> h [B, H, Dv]
+at::Tensor mlstm_cell(const StepInputs<float>& in, std::vector<at::Tensor>& cell, int64_t B, const Settings& s) {
+  const int64_t H = s.num_heads, Dqk = cell[1].size(-1), Dv = cell[0].size(-1);
+  at::Tensor h = at::empty({B, H, Dv}, cell[0].options());
+  std::vector<at::Tensor> next = {at::empty_like(cell[0]), at::empty_like(cell[1]), at::empty_like(cell[2])};
+  mlstm_step_kernel<float>(in, floats_of(cell[0]), floats_of(cell[1]), floats_of(cell[2]), nullptr, s.mlstm_eps,
+                           {B, H, Dqk, Dv}, h.data_ptr<float>(), next[0].data_ptr<float>(),
+                           next[1].data_ptr<float>(), next[2].data_ptr<float>());
+  cell = next;
+  return h;
+}
+
+// MLSTMLayer (NeurIPS): x [B, hidden] -> [B, hidden]; state: [conv history (with a conv)], C, n, m
 at::Tensor neurips_mlstm(const at::Tensor& x, Reader& p, std::vector<at::Tensor>& state, const Settings& s) {
-  const at::Tensor up_w = p.next(), up_b = p.next(), conv_w = p.next(), conv_b = p.next();
-  const at::Tensor q_w = p.next(), q_b = p.next(), k_w = p.next(), k_b = p.next(), v_w = p.next(), v_b = p.next();
-  const at::Tensor gate_w = p.next(), gate_b = p.next(), norm_w = p.next(), skip = p.next();
-  const at::Tensor down_w = p.next(), down_b = p.next();
-  const std::vector<at::Tensor> up = at::linear(x, up_w, maybe(up_b)).chunk(2, -1);  // x_mlstm, z
-  at::Tensor x_conv = up[0];
+  const at::Tensor up_w = p.next();
+  const float *up_b = p.next_floats(), *conv_w = p.next_floats(), *conv_b = p.next_floats();
+  const at::Tensor q_weight = p.next();  // [blocks, d, d]
+  const float *q_w = floats_of(q_weight), *q_b = p.next_floats(), *k_w = p.next_floats(), *k_b = p.next_floats();
+  const float *v_w = p.next_floats(), *v_b = p.next_floats(), *gate_w = p.next_floats(), *gate_b = p.next_floats();
+  const float *norm_w = p.next_floats(), *skip = p.next_floats();
+  const at::Tensor down_w = p.next();
+  const float* down_b = p.next_floats();
+  const int64_t B = x.size(0), hidden = x.size(1), inner = up_w.size(0) / 2, H = s.num_heads;
+  const int64_t blocks = q_weight.size(0);
+  at::Tensor up = rows(B, 2 * inner, x), x_conv = rows(B, inner, x), qkv = rows(B, 3 * inner, x);
+  at::Tensor gates = rows(B, 2 * H, x), mixed = rows(B, inner, x), out = rows(B, hidden, x);
+  float *up_p = up.data_ptr<float>(), *conv_p = x_conv.data_ptr<float>(), *qkv_p = qkv.data_ptr<float>();
+  linear(floats_of(x), hidden, B, hidden, floats_of(up_w), up_b, 2 * inner, up_p, 2 * inner);  // x_mlstm, z
   std::vector<at::Tensor> cell(state.end() - 3, state.end());
-  if (conv_w.defined()) x_conv = causal_conv_step(up[0], state[0], conv_w, conv_b);
-  x_conv = at::silu(x_conv);
-  const at::Tensor q = headwise(x_conv, q_w, q_b), k = headwise(x_conv, k_w, k_b), v = headwise(up[0], v_w, v_b);
-  const at::Tensor gates = soft_cap(at::linear(at::cat({q, k, v}, -1), gate_w, gate_b), s.gate_soft_cap);
-  const at::Tensor h = mlstm_step(q, k, v, gates, cell, s);
+  if (conv_w) {
+    state[0] = causal_conv_step(up_p, 2 * inner, B, inner, state[0], conv_w, conv_b, conv_p);
+  } else {
+    for (int64_t b = 0; b < B; ++b) std::copy_n(up_p + b * 2 * inner, inner, conv_p + b * inner);
+  }
+  activate(conv_p, B * inner, kSilu);
+  headwise(conv_p, inner, B, inner, q_w, q_b, blocks, qkv_p, 3 * inner);
+  headwise(conv_p, inner, B, inner, k_w, k_b, blocks, qkv_p + inner, 3 * inner);
+  headwise(up_p, 2 * inner, B, inner, v_w, v_b, blocks, qkv_p + 2 * inner, 3 * inner);
+  float* gates_p = gates.data_ptr<float>();
+  linear(qkv_p, 3 * inner, B, 3 * inner, gate_w, gate_b, 2 * H, gates_p, 2 * H);
+  soft_cap(gates_p, B * 2 * H, s.gate_soft_cap);
+  const StepInputs<float> in{qkv_p, qkv_p + inner, qkv_p + 2 * inner, gates_p, gates_p + H,
+                             3 * inner, 3 * inner, 3 * inner, 2 * H};
+  const at::Tensor h = mlstm_cell(in, cell, B, s);
   std::copy(cell.begin(), cell.end(), state.end() - 3);
-  const at::Tensor mixed = multi_head_norm(h, norm_w, at::Tensor(), s.norm_eps) + skip * x_conv;
-  return at::linear(mixed * at::silu(up[1]), down_w, maybe(down_b));
+  float* mixed_p = mixed.data_ptr<float>();
+  multi_head_norm(h.data_ptr<float>(), B, H, inner / H, norm_w, nullptr, s.norm_eps, mixed_p);
+  float* z = up_p + inner;
+  activate_rows(z, 2 * inner, B, inner, kSilu);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t e = 0; e < inner; ++e) {
+      const int64_t i = b * inner + e;
+      mixed_p[i] = (mixed_p[i] + skip[e] * conv_p[i]) * z[b * 2 * inner + e];
+    }
+  }
+  linear(mixed_p, inner, B, inner, floats_of(down_w), down_b, hidden, out.data_ptr<float>(), hidden);
+  return out;
 }
 
-// MLSTMLargeLayer (xLSTM-7B); state: C, n, m
+// MLSTMLargeLayer (xLSTM-7B): x [B, hidden] -> [B, hidden]; state: C, n, m
 at::Tensor large_mlstm(const at::Tensor& x, Reader& p, std::vector<at::Tensor>& state, const Settings& s) {
-  const at::Tensor qkvo_w = p.next(), qkvo_b = p.next(), gate_w = p.next(), gate_b = p.next();
-  const at::Tensor norm_w = p.next(), norm_b = p.next(), out_w = p.next(), out_b = p.next();
-  const std::vector<at::Tensor> qkvo =
-      at::linear(x, qkvo_w, maybe(qkvo_b)).split_with_sizes({s.qk_size, s.qk_size, s.v_size, s.v_size}, -1);
-  const at::Tensor gates = soft_cap(at::linear(x, gate_w, gate_b), s.gate_soft_cap);
-  const at::Tensor h = mlstm_step(qkvo[0], qkvo[1], qkvo[2], gates, state, s);
-  return at::linear(at::sigmoid(qkvo[3]) * multi_head_norm(h, norm_w, norm_b, s.norm_eps), out_w, maybe(out_b));
+  const float *qkvo_w = p.next_floats(), *qkvo_b = p.next_floats(), *gate_w = p.next_floats();
+  const float *gate_b = p.next_floats(), *norm_w = p.next_floats(), *norm_b = p.next_floats();
+  const float *out_w = p.next_floats(), *out_b = p.next_floats();
+  const int64_t B = x.size(0), hidden = x.size(1), H = s.num_heads, qk = s.qk_size, v = s.v_size;
+  const int64_t width = 2 * qk + 2 * v;
+  at::Tensor qkvo = rows(B, width, x), gates = rows(B, 2 * H, x), gated = rows(B, v, x), out = rows(B, hidden, x);
+  float *qkvo_p = qkvo.data_ptr<float>(), *gates_p = gates.data_ptr<float>(), *gated_p = gated.data_ptr<float>();
+  linear(floats_of(x), hidden, B, hidden, qkvo_w, qkvo_b, width, qkvo_p, width);  // q, k, v, o
+  linear(floats_of(x), hidden, B, hidden, gate_w, gate_b, 2 * H, gates_p, 2 * H);
+  soft_cap(gates_p, B * 2 * H, s.gate_soft_cap);
+  const StepInputs<float> in{qkvo_p, qkvo_p + qk, qkvo_p + 2 * qk, gates_p, gates_p + H, width, width, width, 2 * H};
+  const at::Tensor h = mlstm_cell(in, state, B, s);
+  multi_head_norm(h.data_ptr<float>(), B, H, v / H, norm_w, norm_b, s.norm_eps, gated_p);
+  float* o = qkvo_p + 2 * qk + v;
+  activate_rows(o, width, B, v, kSigmoid);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t e = 0; e < v; ++e) gated_p[b * v + e] *= o[b * width + e];
+  }
+  linear(gated_p, v, B, v, out_w, out_b, hidden, out.data_ptr<float>(), hidden);
+  return out;
 }
 
-// SLSTMLayer; state: [conv history (with a conv)], h, c, n, m
+// SLSTMLayer: x [B, hidden] -> [B, hidden]; state: [conv history (with a conv)], h, c, n, m (each [B, H, D])
 at::Tensor slstm(const at::Tensor& x, Reader& p, std::vector<at::Tensor>& state, const Settings& s) {
-  const at::Tensor conv_w = p.next(), conv_b = p.next();
-  const at::Tensor i_w = p.next(), f_w = p.next(), z_w = p.next(), o_w = p.next();
-  const at::Tensor kernel = p.next(), bias = p.next(), norm_w = p.next();
-  at::Tensor x_conv = x;
-  if (conv_w.defined()) x_conv = at::silu(causal_conv_step(x, state[0], conv_w, conv_b));
-  const at::Tensor gates_x = at::stack({headwise(x_conv, i_w, at::Tensor()), headwise(x_conv, f_w, at::Tensor()),
-                                        headwise(x, z_w, at::Tensor()), headwise(x, o_w, at::Tensor())},
-                                       1);  // [B, 4, hidden]
-  const int64_t B = x.size(0), H = kernel.size(0);
-  const at::Tensor cell = at::stack({state.end()[-4], state.end()[-3], state.end()[-2], state.end()[-1]});
-  auto [h, final_states, all_states, raw] = slstm_forward_cpu(
-      gates_x.view({B, 4, H, -1}).permute({0, 2, 1, 3}).unsqueeze(2).to(at::kFloat), kernel.to(at::kFloat),
-      bias.to(at::kFloat), c10::nullopt, cell);
-  for (int64_t index = 0; index < 4; ++index) state.end()[index - 4] = final_states[index];
-  return multi_head_norm(h.squeeze(2).to(x.scalar_type()), norm_w, at::Tensor(), s.norm_eps);
+  const float *conv_w = p.next_floats(), *conv_b = p.next_floats();
+  const float *i_w = p.next_floats(), *f_w = p.next_floats(), *z_w = p.next_floats(), *o_w = p.next_floats();
+  const at::Tensor kernel = p.next();  // [H, D, 4, D]
+  const float *bias = p.next_floats(), *norm_w = p.next_floats();
+  const int64_t B = x.size(0), hidden = x.size(1), H = kernel.size(0), D = kernel.size(1), G = 4 * D;
+  at::Tensor x_conv = rows(B, hidden, x), gates_x = rows(B, 4 * hidden, x), out = rows(B, hidden, x);
+  const float* x_p = floats_of(x);
+  float *conv_p = x_conv.data_ptr<float>(), *gates_p = gates_x.data_ptr<float>();
+  if (conv_w) {
+    state[0] = causal_conv_step(x_p, hidden, B, hidden, state[0], conv_w, conv_b, conv_p);
+    activate(conv_p, B * hidden, kSilu);
+  } else {
+    std::copy_n(x_p, B * hidden, conv_p);
+  }
+  // gates_x [B, 4, hidden]: i and f from the convolved input, z and o from the input
+  headwise(conv_p, hidden, B, hidden, i_w, nullptr, H, gates_p, 4 * hidden);
+  headwise(conv_p, hidden, B, hidden, f_w, nullptr, H, gates_p + hidden, 4 * hidden);
+  headwise(x_p, hidden, B, hidden, z_w, nullptr, H, gates_p + 2 * hidden, 4 * hidden);
+  headwise(x_p, hidden, B, hidden, o_w, nullptr, H, gates_p + 3 * hidden, 4 * hidden);
+  const size_t first = state.size() - 4;
+  std::vector<at::Tensor> next;
+  for (size_t index = first; index < state.size(); ++index) next.push_back(at::empty_like(state[index]));
+  // the rows (h, c, n, m) of one (batch row, head) pair in the four state tensors
+  auto rows_of = [&](std::vector<at::Tensor>::const_iterator planes, int64_t pair) {
+    float* unit[4];
+    for (int64_t plane = 0; plane < 4; ++plane) unit[plane] = planes[plane].data_ptr<float>() + pair * D;
+    return Rows<float>{unit[0], unit[1], unit[2], unit[3]};
+  };
+  for (size_t index = first; index < state.size(); ++index) floats_of(state[index]);
+  std::vector<float> raw(G);
+  for (int64_t pair = 0; pair < B * H; ++pair) {
+    const int64_t b = pair / H, head = pair % H;
+    const Rows<float> prev = rows_of(state.cbegin() + first, pair);  // read only
+    gate_preactivations(gates_p + b * 4 * hidden + head * D, hidden, bias + head * G, floats_of(kernel) + head * D * G,
+                        prev.h, D, raw.data());
+    forward_step(raw.data(), prev, rows_of(next.cbegin(), pair), D);
+  }
+  std::copy(next.begin(), next.end(), state.begin() + first);
+  multi_head_norm(next[0].data_ptr<float>(), B, H, D, norm_w, nullptr, s.norm_eps, out.data_ptr<float>());
+  return out;
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>> decode_block_cpu(
-    const at::Tensor& hidden, const c10::List<c10::optional<at::Tensor>>& params,
-    const c10::List<c10::optional<at::Tensor>>& state, int64_t kind, at::ArrayRef<double> floats,
-    at::IntArrayRef ints) {
-  TORCH_CHECK(hidden.dim() == 2, "decode_block: hidden must be [B, hidden]");
-  TORCH_CHECK(floats.size() == 3 && ints.size() == 5, "decode_block: settings of the wrong length");
-  const Settings s{floats[0], floats[1], floats[2], ints[0] != 0, ints[1], ints[2], ints[3], ints[4]};
+// ---- the block ----------------------------------------------------------------------------------------
+
+// hidden + GatedFeedForward(ffn_norm(hidden)), in place on `hidden` [B, width]
+void feed_forward(at::Tensor& hidden, Reader& p, const Settings& s) {
+  const float *norm_w = p.next_floats(), *norm_b = p.next_floats();
+  const at::Tensor up_w = p.next();
+  const float *up_b = p.next_floats(), *down_w = p.next_floats(), *down_b = p.next_floats();
+  const int64_t B = hidden.size(0), width = hidden.size(1), ffn = up_w.size(0) / 2;
+  at::Tensor normed = rows(B, width, hidden), gate_up = rows(B, 2 * ffn, hidden), mixed = rows(B, width, hidden);
+  float *hidden_p = hidden.data_ptr<float>(), *normed_p = normed.data_ptr<float>();
+  float *gate_up_p = gate_up.data_ptr<float>(), *mixed_p = mixed.data_ptr<float>();
+  block_norm(hidden_p, B, width, norm_w, norm_b, s, normed_p);
+  linear(normed_p, width, B, width, floats_of(up_w), up_b, 2 * ffn, gate_up_p, 2 * ffn);  // gate, up
+  activate_rows(gate_up_p, 2 * ffn, B, ffn, s.activation);
+  for (int64_t b = 0; b < B; ++b) {
+    float* row = gate_up_p + b * 2 * ffn;
+    for (int64_t e = 0; e < ffn; ++e) row[e] *= row[ffn + e];
+  }
+  linear(gate_up_p, 2 * ffn, B, ffn, down_w, down_b, width, mixed_p, width);
+  for (int64_t e = 0; e < B * width; ++e) hidden_p[e] += mixed_p[e];
+}
+
+// One block: hidden [B, width] -> hidden; `state` is the block's state, replaced by the new one
+at::Tensor block_step(const at::Tensor& hidden, Reader& p, std::vector<at::Tensor>& state, int64_t kind,
+                      const Settings& s) {
+  const int64_t B = hidden.size(0), width = hidden.size(1);
+  const float *norm_w = p.next_floats(), *norm_b = p.next_floats();
+  at::Tensor normed = rows(B, width, hidden);
+  block_norm(hidden.data_ptr<float>(), B, width, norm_w, norm_b, s, normed.data_ptr<float>());
+  at::Tensor out;
+  switch (kind) {
+    case kNeuripsMLSTM: out = neurips_mlstm(normed, p, state, s); break;
+    case kLargeMLSTM: out = large_mlstm(normed, p, state, s); break;
+    case kSLSTM: out = slstm(normed, p, state, s); break;
+    default: TORCH_CHECK(false, "decode_step: unknown block kind ", kind);
+  }
+  float* out_p = out.data_ptr<float>();
+  const float* hidden_p = hidden.data_ptr<float>();
+  for (int64_t e = 0; e < B * width; ++e) out_p[e] += hidden_p[e];  // the residual
+  if (s.activation != kNone) feed_forward(out, p, s);
+  return out;
+}
+
+// One token through the block stack and the out norm. `layout` holds three numbers per block: its kind,
+// its feed-forward activation (kNone: none) and the number of its state tensors. floats: norm eps, gate
+// soft cap, mLSTM eps; ints: RMSNorm (else LayerNorm), heads, q/k and v widths of Large blocks, out norm.
+std::tuple<at::Tensor, std::vector<at::Tensor>> decode_step_cpu(
+    const at::Tensor& hidden, const c10::List<c10::optional<at::Tensor>>& params, const at::TensorList state,
+    at::IntArrayRef layout, at::ArrayRef<double> floats, at::IntArrayRef ints) {
+  TORCH_CHECK(hidden.dim() == 2, "decode_step: hidden must be [B, hidden]");
+  TORCH_CHECK(floats.size() == 3 && ints.size() == 5 && layout.size() % 3 == 0,
+              "decode_step: settings of the wrong length");
+  Settings s{floats[0], floats[1], floats[2], ints[0] != 0, ints[1], kNone, ints[2], ints[3]};
+  at::Tensor x = hidden.contiguous();
+  floats_of(x);  // checks the dtype
   Reader p(params);
   std::vector<at::Tensor> new_state;
-  for (size_t index = 0; index < state.size(); ++index) new_state.push_back(*state.get(index));
-  const at::Tensor norm_w = p.next(), norm_b = p.next();
-  const at::Tensor normed = block_norm(hidden, norm_w, norm_b, s);
-  at::Tensor mixed;
-  switch (kind) {
-    case kNeuripsMLSTM: mixed = neurips_mlstm(normed, p, new_state, s); break;
-    case kLargeMLSTM: mixed = large_mlstm(normed, p, new_state, s); break;
-    case kSLSTM: mixed = slstm(normed, p, new_state, s); break;
-    default: TORCH_CHECK(false, "decode_block: unknown block kind ", kind);
+  size_t first = 0;
+  for (size_t block = 0; block < layout.size() / 3; ++block) {
+    const int64_t kind = layout[3 * block], count = layout[3 * block + 2];
+    s.activation = layout[3 * block + 1];
+    TORCH_CHECK(first + count <= state.size(), "decode_step: fewer state tensors than the blocks need");
+    std::vector<at::Tensor> block_state;
+    for (int64_t index = 0; index < count; ++index) block_state.push_back(state[first + index].contiguous());
+    x = block_step(x, p, block_state, kind, s);
+    new_state.insert(new_state.end(), block_state.begin(), block_state.end());
+    first += count;
   }
-  at::Tensor out = hidden + mixed;
-  if (s.activation != kNone) {
-    const at::Tensor ffn_norm_w = p.next(), ffn_norm_b = p.next();
-    const at::Tensor up_w = p.next(), up_b = p.next(), down_w = p.next(), down_b = p.next();
-    const std::vector<at::Tensor> gate_up =
-        at::linear(block_norm(out, ffn_norm_w, ffn_norm_b, s), up_w, maybe(up_b)).chunk(2, -1);
-    out = out + at::linear(activation(gate_up[0], s.activation) * gate_up[1], down_w, maybe(down_b));
+  if (ints[4] != 0) {  // the out norm
+    const float *out_norm_w = p.next_floats(), *out_norm_b = p.next_floats();
+    at::Tensor normed = rows(x.size(0), x.size(1), x);
+    block_norm(x.data_ptr<float>(), x.size(0), x.size(1), out_norm_w, out_norm_b, s, normed.data_ptr<float>());
+    x = normed;
   }
-  return {out, new_state};
+  return {x, new_state};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(xlstm_hf, CPU, m) {
-  m.impl("decode_block", &decode_block_cpu);
+  m.impl("decode_step", &decode_step_cpu);
 }
 
 }  // namespace xlstm_hf

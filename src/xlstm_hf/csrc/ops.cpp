@@ -13,8 +13,9 @@ TORCH_LIBRARY(xlstm_hf, m) {
   // one mLSTM step for all heads: -> (h [B, H, Dv], C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H])
   m.def("mlstm_step(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor C, Tensor n, Tensor m, Tensor? mask,"
         " float eps) -> (Tensor, Tensor, Tensor, Tensor)");
-  // one token through a whole block (inference): hidden [B, hidden] -> (hidden, the block's new state); the
-  // parameters and the state in the order of src/xlstm_hf/modeling_xlstm.py (decode_parameters)
-  m.def("decode_block(Tensor hidden, Tensor?[] params, Tensor?[] state, int kind, float[] floats, int[] ints)"
+  // one token through the block stack and the out norm (inference): hidden [B, hidden] -> (hidden, the new
+  // states); parameters and states in the order of src/xlstm_hf/modeling_xlstm.py (decode_parameters),
+  // layout: (kind, feed-forward activation, number of state tensors) per block
+  m.def("decode_step(Tensor hidden, Tensor?[] params, Tensor[] state, int[] layout, float[] floats, int[] ints)"
         " -> (Tensor, Tensor[])");
 }

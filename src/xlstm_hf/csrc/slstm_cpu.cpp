@@ -15,8 +15,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "vec_math.h"
-#include "pointwise.h"
+#include "slstm_step.h"
 
 namespace xlstm_hf {
 namespace {
@@ -52,60 +51,6 @@ Dims check_inputs(const at::Tensor& gates_x, const at::Tensor& recurrent_kernel,
                 "mask must be a bool tensor [B, T]");
   }
   return dims;
-}
-
-// raw[j] = gates_x[j] + bias[j] + sum_d h[d] * kernel[d, j], j over the 4 * D gate units of one head
-template <typename Real>
-void gate_preactivations(const Real* gates_x, int64_t gate_stride, const Real* bias, const Real* kernel,
-                         const Real* h, int64_t D, Real* raw) {
-  for (int64_t g = 0; g < 4; ++g) {
-    for (int64_t e = 0; e < D; ++e) raw[g * D + e] = gates_x[g * gate_stride + e] + bias[g * D + e];
-  }
-  const int64_t G = 4 * D;
-  for (int64_t d = 0; d < D; ++d) {
-    const Real h_d = h[d];
-    const Real* row = kernel + d * G;
-    for (int64_t j = 0; j < G; ++j) raw[j] += h_d * row[j];
-  }
-}
-
-// sum_j a[j] * b[j], in SIMD vectors
-template <typename Real>
-Real dot(const Real* a, const Real* b, int64_t n) {
-  using V = Vec<Real>;
-  V sums(Real(0));
-  for (int64_t j = 0; j < n; j += V::size()) {
-    const int64_t count = std::min<int64_t>(V::size(), n - j);
-    sums = sums + V::loadu(a + j, count) * V::loadu(b + j, count);
-  }
-  Real lanes[V::size()];
-  sums.store(lanes);
-  Real total = Real(0);
-  for (int64_t k = 0; k < V::size(); ++k) total += lanes[k];
-  return total;
-}
-
-// The state rows (h, c, n, m) of one (batch row, head) at one step
-template <typename Real>
-struct Rows {
-  Real *h, *c, *n, *m;
-};
-
-template <typename Real>
-void forward_step(const Real* raw, Rows<Real> prev, Rows<Real> next, int64_t D) {
-  using V = Vec<Real>;
-  for (int64_t e = 0; e < D; e += V::size()) {
-    const int64_t count = std::min<int64_t>(V::size(), D - e);
-    const SLSTMUnit<V> state{V::loadu(prev.h + e, count), V::loadu(prev.c + e, count), V::loadu(prev.n + e, count),
-                             V::loadu(prev.m + e, count)};
-    const SLSTMUnit<V> updated = slstm_unit_forward(V::loadu(raw + e, count), V::loadu(raw + D + e, count),
-                                                    V::loadu(raw + 2 * D + e, count),
-                                                    V::loadu(raw + 3 * D + e, count), state);
-    updated.h.store(next.h + e, count);
-    updated.c.store(next.c + e, count);
-    updated.n.store(next.n + e, count);
-    updated.m.store(next.m + e, count);
-  }
 }
 
 // Gradients of the pre-activations `draw` from those of the next state (dh, dc, dn, dm), which become
@@ -204,7 +149,7 @@ void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Rea
         backward_step(raw + (pair * T + t) * G, prev, dh_ptr + b * dh_in.b + head * dh_in.h + t * dh_in.t, dh, dc, dn,
                       dm, dgx_t, D);
         // raw = gates_x + bias + h_prev @ kernel: h_prev receives kernel @ draw
-        for (int64_t d = 0; d < D; ++d) dh[d] = dot(head_kernel + d * G, dgx_t, G);
+        for (int64_t d = 0; d < D; ++d) dh[d] = vec_dot(head_kernel + d * G, dgx_t, G);
       }
       for (int64_t s = 0; s < 4; ++s) std::copy_n(carry.data() + s * D, D, grad_initial + s * carry_stride + pair * D);
     }

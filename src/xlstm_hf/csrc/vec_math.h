@@ -5,6 +5,8 @@
 
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
+
 namespace xlstm_hf {
 
 template <typename T>
@@ -38,6 +40,22 @@ inline Vec<T> math_min(const Vec<T>& a, const Vec<T>& b) {
 template <typename T>
 inline Vec<T> math_select(const Vec<T>& condition, const Vec<T>& if_true, const Vec<T>& if_false) {
   return Vec<T>::blendv(if_false, if_true, condition);
+}
+
+// sum_j a[j] * b[j], in SIMD vectors
+template <typename Real>
+inline Real vec_dot(const Real* a, const Real* b, int64_t n) {
+  using V = Vec<Real>;
+  V sums(Real(0));
+  for (int64_t j = 0; j < n; j += V::size()) {
+    const int64_t count = std::min<int64_t>(V::size(), n - j);
+    sums = sums + V::loadu(a + j, count) * V::loadu(b + j, count);
+  }
+  Real lanes[V::size()];
+  sums.store(lanes);
+  Real total = Real(0);
+  for (int64_t k = 0; k < V::size(); ++k) total += lanes[k];
+  return total;
 }
 
 }  // namespace xlstm_hf

@@ -20,13 +20,13 @@ from .slstm import SLSTMState, slstm_recurrent
 
 MLSTMForm = Literal["chunkwise", "parallel", "recurrent"]
 BACKENDS = ("auto", "native", "cpp", "cuda")
-OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm", "decode_block")
+OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm", "decode_step")
 
 _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
 _CPU_KERNELS = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm}
 _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent}
-# decode_block: one token through a whole block, the inference fast path of XLSTMModel
-_COMPILED_ON_CPU = (*_CPU_KERNELS, "decode_block")
+# decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
+_COMPILED_ON_CPU = (*_CPU_KERNELS, "decode_step")
 
 
 def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:

@@ -112,7 +112,7 @@ def _mlstm_step_backward(ctx, grad_h, grad_C, grad_n, grad_m):
     return (*vjp(grads), None, None)
 
 
-def _decode_block_fake(hidden, params, state, kind, floats, ints):
+def _decode_step_fake(hidden, params, state, layout, floats, ints):
     return torch.empty_like(hidden), [torch.empty_like(tensor) for tensor in state]
 
 
@@ -127,4 +127,4 @@ def register_python_parts() -> None:
     torch.library.register_autograd(
         "xlstm_hf::mlstm_step", _mlstm_step_backward, setup_context=_mlstm_step_setup_context
     )
-    torch.library.register_fake("xlstm_hf::decode_block", _decode_block_fake)
+    torch.library.register_fake("xlstm_hf::decode_step", _decode_step_fake)

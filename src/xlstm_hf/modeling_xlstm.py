@@ -27,7 +27,7 @@ from .checkpoint_mapping import (
     read_transformers_xlstm_checkpoint,
 )
 from .configuration_xlstm import XLSTMConfig
-from .ops import choose_backend, mlstm, slstm
+from .ops import causal_conv1d, choose_backend, mlstm, slstm
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
@@ -103,6 +103,13 @@ class HeadwiseLinear(nn.Module):
         return y + self.bias if self.bias is not None else y
 
 
+def headwise_pair(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Two HeadwiseLinear maps of one input in one matrix product per head: x [B, T, H * D] and weights
+    [H, D, D] -> [H, B, T, 2D] (head-major)."""
+    weight = torch.cat([first, second], dim=1)  # [H, 2D, D]
+    return torch.einsum("bthd,hod->hbto", x.unflatten(-1, (weight.shape[0], -1)), weight)
+
+
 class CausalConv1d(nn.Module):
     """Depthwise causal convolution over time that carries its last `kernel_size - 1` inputs as state.
 
@@ -110,9 +117,9 @@ class CausalConv1d(nn.Module):
     and are skipped in the carried history, so a padded step leaves the state untouched.
     """
 
-    def __init__(self, features: int, kernel_size: int):
+    def __init__(self, features: int, kernel_size: int, backend: str = "auto"):
         super().__init__()
-        self.kernel_size = kernel_size
+        self.kernel_size, self.backend = kernel_size, backend
         self.weight = nn.Parameter(torch.empty(features, 1, kernel_size))
         self.bias = nn.Parameter(torch.empty(features))
 
@@ -125,15 +132,15 @@ class CausalConv1d(nn.Module):
             x = x.masked_fill(~mask[..., None], 0.0)
         if history is None:
             history = x.new_zeros(B, self.kernel_size - 1, features)
-        window = torch.cat([history.to(x.dtype), x], dim=1)  # [B, K-1+T, F]
-        length = x.shape[1]
-        y = self.bias + window[:, :length] * self.weight[:, 0, 0]
-        for k in range(1, self.kernel_size):  # the K taps as shifted products: no layout change, cheap backward
-            y = y + window[:, k : k + length] * self.weight[:, 0, k]
-        return y, self._last_real_inputs(window, mask)
+        history = history.to(x.dtype)
+        y = causal_conv1d(x, history, self.weight, self.bias, backend=self.backend)
+        return y, self._last_real_inputs(x, history, mask)
 
-    def _last_real_inputs(self, window: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _last_real_inputs(self, x: torch.Tensor, history: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         keep = self.kernel_size - 1
+        if mask is None and x.shape[1] >= keep:
+            return x[:, x.shape[1] - keep :]
+        window = torch.cat([history, x], dim=1)  # [B, K-1+T, F]
         if mask is None:
             return window[:, window.shape[1] - keep :]
         history_mask = mask.new_ones(mask.shape[0], keep)
@@ -191,7 +198,7 @@ class MLSTMLayer(nn.Module):
         inner = config.mlstm_inner_size
         num_blocks = inner // config.qkv_proj_blocksize
         self.proj_up = nn.Linear(config.hidden_size, 2 * inner, bias=config.use_bias)
-        self.conv = CausalConv1d(inner, config.conv_kernel_size) if config.conv_kernel_size else None
+        self.conv = CausalConv1d(inner, config.conv_kernel_size, config.backend) if config.conv_kernel_size else None
         self.q_proj = HeadwiseLinear(inner, num_blocks, bias=config.use_bias)
         self.k_proj = HeadwiseLinear(inner, num_blocks, bias=config.use_bias)
         self.v_proj = HeadwiseLinear(inner, num_blocks, bias=config.use_bias)
@@ -291,7 +298,7 @@ class SLSTMLayer(nn.Module):
         self.backend = config.backend
         hidden, head_dim = config.hidden_size, config.hidden_size // config.slstm_num_heads
         kernel = config.slstm_conv_kernel_size
-        self.conv = CausalConv1d(hidden, kernel) if kernel else None
+        self.conv = CausalConv1d(hidden, kernel, config.backend) if kernel else None
         self.igate = HeadwiseLinear(hidden, self.num_heads)
         self.fgate = HeadwiseLinear(hidden, self.num_heads)
         self.zgate = HeadwiseLinear(hidden, self.num_heads)
@@ -311,12 +318,21 @@ class SLSTMLayer(nn.Module):
             x_conv = F.silu(x_conv)
         else:
             x_conv = x
-        gates_x = torch.stack([self.igate(x_conv), self.fgate(x_conv), self.zgate(x), self.ogate(x)], dim=2)
-        gates_x = gates_x.unflatten(-1, (self.num_heads, -1)).permute(0, 3, 1, 2, 4)  # [B, H, T, 4, D]
         h, cell_state = slstm(
-            gates_x, self.recurrent_kernel, self.bias, mask=mask, initial_state=cell_state, backend=self.backend
+            self._gate_inputs(x_conv, x), self.recurrent_kernel, self.bias, mask=mask, initial_state=cell_state,
+            backend=self.backend,
         )
         return self.norm(self.dropout(h)), (conv_history, cell_state)
+
+    def _gate_inputs(self, x_conv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The input parts of the gates through the headwise projections (whose weights it reads), i and f
+        from `x_conv`, z and o from `x` ([B, T, hidden] each): [B, H, T, 4, D], head-major in memory, the
+        layout in which the kernels return its gradient."""
+        gates_x = torch.cat([
+            headwise_pair(x_conv, self.igate.weight, self.fgate.weight),
+            headwise_pair(x, self.zgate.weight, self.ogate.weight),
+        ], dim=-1)  # [H, B, T, 4D]
+        return gates_x.unflatten(-1, (4, -1)).transpose(0, 1)
 
     def decode_parameters(self) -> list[torch.Tensor | None]:
         """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""

@@ -8,14 +8,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include <cmath>
 #include <tuple>
 #include <vector>
 
+#include "matvec.h"
 #include "mlstm_step.h"
 #include "slstm_step.h"
 
@@ -60,30 +57,6 @@ class Reader {
 };
 
 // ---- rows of floats -----------------------------------------------------------------------------------
-
-// y[o0 .. o0 + 8) = W[o0 .. o0 + 8) x for one row x [in], W [out, in]: eight dot products at once, summed
-// across their SIMD lanes together (with AVX2; one dot product at a time otherwise).
-void eight_dots(const float* x, const float* W, int64_t in, float* y) {
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 sums[8];
-  for (auto& sum : sums) sum = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= in; i += 8) {
-    const __m256 x_i = _mm256_loadu_ps(x + i);
-    for (int64_t j = 0; j < 8; ++j) sums[j] = _mm256_fmadd_ps(_mm256_loadu_ps(W + j * in + i), x_i, sums[j]);
-  }
-  const __m256 pairs01 = _mm256_hadd_ps(sums[0], sums[1]), pairs23 = _mm256_hadd_ps(sums[2], sums[3]);
-  const __m256 pairs45 = _mm256_hadd_ps(sums[4], sums[5]), pairs67 = _mm256_hadd_ps(sums[6], sums[7]);
-  const __m256 quads0123 = _mm256_hadd_ps(pairs01, pairs23), quads4567 = _mm256_hadd_ps(pairs45, pairs67);
-  _mm256_storeu_ps(y, _mm256_add_ps(_mm256_permute2f128_ps(quads0123, quads4567, 0x20),
-                                    _mm256_permute2f128_ps(quads0123, quads4567, 0x31)));
-  for (; i < in; ++i) {
-    for (int64_t j = 0; j < 8; ++j) y[j] += W[j * in + i] * x[i];
-  }
-#else
-  for (int64_t j = 0; j < 8; ++j) y[j] = vec_dot(x, W + j * in, in);
-#endif
-}
 
 // y[b, :out] = x[b, :in] W^T (+ bias), W [out, in]; x and y rows `x_row` and `y_row` apart. A few rows as dot
 // products, eight outputs at a time, parallel over the outputs where that pays for the threads; many rows

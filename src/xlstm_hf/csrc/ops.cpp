@@ -10,6 +10,11 @@ TORCH_LIBRARY(xlstm_hf, m) {
   // -> (grad gates_x, grad recurrent_kernel, grad bias, grad initial_states)
   m.def("slstm_backward(Tensor grad_h, Tensor grad_final_states, Tensor recurrent_kernel, Tensor? mask,"
         " Tensor states, Tensor raw) -> (Tensor, Tensor, Tensor, Tensor)");
+  // depthwise causal convolution: x [B, T, F] after history [B, K - 1, F], weight [F, 1, K], bias [F] -> [B, T, F]
+  m.def("causal_conv1d(Tensor x, Tensor history, Tensor weight, Tensor bias) -> Tensor");
+  // -> (grad x, grad history, grad weight, grad bias)
+  m.def("causal_conv1d_backward(Tensor grad_y, Tensor x, Tensor history, Tensor weight)"
+        " -> (Tensor, Tensor, Tensor, Tensor)");
   // one mLSTM step for all heads: -> (h [B, H, Dv], C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H])
   m.def("mlstm_step(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor C, Tensor n, Tensor m, Tensor? mask,"
         " float eps) -> (Tensor, Tensor, Tensor, Tensor)");

@@ -72,6 +72,16 @@ XLSTM_HD void route_max_grad(T a, T b, T grad, T& grad_a, T& grad_b) {
 
 // ---- sLSTM, one unit of one step --------------------------------------------------------------------
 
+// exp(i - m) and exp(log_f_plus_m - m) with m = max(i, log_f_plus_m): one of them is exp(0) = 1, so one
+// exponential gives both, bit for bit
+template <typename T>
+XLSTM_HD void stabilised_gates(T i, T log_f_plus_m, T& input_gate, T& forget_gate) {
+  const T smaller = math_exp(-math_abs(i - log_f_plus_m));
+  const auto input_larger = i > log_f_plus_m;
+  input_gate = math_select(input_larger, T(1), smaller);
+  forget_gate = math_select(input_larger, smaller, T(1));
+}
+
 template <typename T>
 struct SLSTMUnit {
   T h, c, n, m;
@@ -84,8 +94,8 @@ XLSTM_HD SLSTMUnit<T> slstm_unit_forward(T i, T f, T z, T o, SLSTMUnit<T> prev) 
   const T m_prev = math_select(prev.n == T(0), T(kMaskedLogGate), prev.m);
   const T log_f_plus_m = m_prev + log_sigmoid(f);
   const T m = math_max(i, log_f_plus_m);
-  const T input_gate = math_exp(i - m);
-  const T forget_gate = math_exp(log_f_plus_m - m);
+  T input_gate, forget_gate;
+  stabilised_gates(i, log_f_plus_m, input_gate, forget_gate);
   const T c = forget_gate * prev.c + input_gate * math_tanh(z);
   const T n = forget_gate * prev.n + input_gate;
   return {sigmoid(o) * c / n, c, n, m};
@@ -103,9 +113,8 @@ XLSTM_HD SLSTMUnitGrad<T> slstm_unit_backward(T i, T f, T z, T o, SLSTMUnit<T> p
   const auto empty = prev.n == T(0);
   const T m_prev = math_select(empty, T(kMaskedLogGate), prev.m);
   const T log_f_plus_m = m_prev + log_sigmoid(f);
-  const T m = math_max(i, log_f_plus_m);
-  const T input_gate = math_exp(i - m);
-  const T forget_gate = math_exp(log_f_plus_m - m);
+  T input_gate, forget_gate;
+  stabilised_gates(i, log_f_plus_m, input_gate, forget_gate);
   const T tanh_z = math_tanh(z);
   const T c = forget_gate * prev.c + input_gate * tanh_z;
   const T n = forget_gate * prev.n + input_gate;

@@ -7,7 +7,8 @@
 //   mask [B, T] (optional)   initial_states [4, B, H, D]: h, c, n, m
 // and, kept for the backward: states [4, B, H, T + 1, D] before step 0 and after every step, and
 // raw [B, H, T, 4, D], the gate pre-activations. h is written as [B, T, H, D] and returned as its
-// [B, H, T, D] view, the layout the per-head norm reads. The gradient of gates_x comes back contiguous.
+// [B, H, T, D] view, the layout the per-head norm reads. The gradient of gates_x comes back as the
+// [B, H, T, 4, D] view of a head-major [H, B, T, 4, D] tensor, the layout SLSTMLayer makes gates_x in.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -140,7 +141,7 @@ void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Rea
       const Real* head_kernel = kernel + head * D * G;
       for (int64_t s = 0; s < 4; ++s) std::copy_n(grad_final + s * carry_stride + pair * D, D, carry.data() + s * D);
       for (int64_t t = T - 1; t >= 0; --t) {
-        Real* dgx_t = grad_gates_x + (pair * T + t) * G;
+        Real* dgx_t = grad_gates_x + ((head * B + b) * T + t) * G;  // head-major, see slstm_backward_cpu
         if (mask != nullptr && !mask[b * T + t]) {  // a padded step passed every state through
           std::fill_n(dgx_t, G, Real(0));
           continue;
@@ -149,7 +150,7 @@ void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Rea
         backward_step(raw + (pair * T + t) * G, prev, dh_ptr + b * dh_in.b + head * dh_in.h + t * dh_in.t, dh, dc, dn,
                       dm, dgx_t, D);
         // raw = gates_x + bias + h_prev @ kernel: h_prev receives kernel @ draw
-        for (int64_t d = 0; d < D; ++d) dh[d] = vec_dot(head_kernel + d * G, dgx_t, G);
+        matvec(head_kernel, dgx_t, D, G, dh);
       }
       for (int64_t s = 0; s < 4; ++s) std::copy_n(carry.data() + s * D, D, grad_initial + s * carry_stride + pair * D);
     }
@@ -190,7 +191,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
   const at::Tensor d_final = grad_final_states.contiguous(), kernel = recurrent_kernel.contiguous();
   at::Tensor states_c = states.contiguous();
   const at::Tensor raw_c = raw.contiguous();
-  at::Tensor grad_gates_x = at::empty_like(raw_c);
+  // head-major [H, B, T, 4, D], so that the sums over (b, t) below read it as it is; returned as [B, H, T, 4, D]
+  at::Tensor grad_gates_x = at::empty({H, B, T, 4, D}, raw.options());
   at::Tensor grad_initial = at::empty({4, B, H, D}, raw.options());
   const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
   const bool* mask_ptr = mask.has_value() ? mask_c.data_ptr<bool>() : nullptr;
@@ -201,10 +203,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
   });
   // kernel[h] receives sum over (b, t) of h_prev^T draw; bias[h] sum over (b, t) of draw
   const at::Tensor h_prev = states_c[0].narrow(2, 0, T).permute({1, 3, 0, 2}).reshape({H, D, B * T});
-  const at::Tensor draw = grad_gates_x.permute({1, 0, 2, 3, 4}).reshape({H, B * T, 4 * D});
+  const at::Tensor draw = grad_gates_x.view({H, B * T, 4 * D});
   at::Tensor grad_kernel = at::bmm(h_prev, draw).view({H, D, 4, D});
   at::Tensor grad_bias = draw.sum(1).view({H, 4, D});
-  return {grad_gates_x, grad_kernel, grad_bias, grad_initial};
+  return {grad_gates_x.permute({1, 0, 2, 3, 4}), grad_kernel, grad_bias, grad_initial};
 }
 
 TORCH_LIBRARY_IMPL(xlstm_hf, CPU, m) {

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "vec_math.h"
-#include "pointwise.h"
+#include "matvec.h"
+#include "pointwise.h"  // after vec_math.h (through matvec.h), whose overloads it uses
 
 namespace xlstm_hf {
 
@@ -18,12 +18,7 @@ inline void gate_preactivations(const Real* gates_x, int64_t gate_stride, const 
   for (int64_t g = 0; g < 4; ++g) {
     for (int64_t e = 0; e < D; ++e) raw[g * D + e] = gates_x[g * gate_stride + e] + bias[g * D + e];
   }
-  const int64_t G = 4 * D;
-  for (int64_t d = 0; d < D; ++d) {
-    const Real h_d = h[d];
-    const Real* row = kernel + d * G;
-    for (int64_t j = 0; j < G; ++j) raw[j] += h_d * row[j];
-  }
+  add_vecmat(h, kernel, D, 4 * D, raw);
 }
 
 // The state rows (h, c, n, m) of one (batch row, head) at one step

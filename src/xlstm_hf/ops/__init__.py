@@ -14,17 +14,18 @@ from typing import Literal
 import torch
 
 from . import compiled
+from .conv import causal_conv1d as causal_conv1d_reference
 from .extension import cpu_extension_status
 from .mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent, mlstm_step, zero_mlstm_state
 from .slstm import SLSTMState, slstm_recurrent
 
 MLSTMForm = Literal["chunkwise", "parallel", "recurrent"]
 BACKENDS = ("auto", "native", "cpp", "cuda")
-OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm", "decode_step")
+OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm", "causal_conv1d", "decode_step")
 
 _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
-_CPU_KERNELS = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm}
-_REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent}
+_CPU_KERNELS = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm, "causal_conv1d": compiled.causal_conv1d}
+_REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1d": causal_conv1d_reference}
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
 _COMPILED_ON_CPU = (*_CPU_KERNELS, "decode_step")
 
@@ -101,4 +102,14 @@ def slstm(
     return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state)
 
 
-__all__ = ["BACKENDS", "OPS", "MLSTMForm", "MLSTMState", "SLSTMState", "choose_backend", "mlstm", "slstm"]
+def causal_conv1d(
+    x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, backend: str = "auto"
+) -> torch.Tensor:
+    """Depthwise causal convolution: x [B, T, F] after `history` [B, K-1, F], weight [F, 1, K], bias [F]
+    -> [B, T, F]."""
+    return _kernel("causal_conv1d", x.device, backend)(x, history, weight, bias)
+
+
+__all__ = [
+    "BACKENDS", "OPS", "MLSTMForm", "MLSTMState", "SLSTMState", "causal_conv1d", "choose_backend", "mlstm", "slstm",
+]

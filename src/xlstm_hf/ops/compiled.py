@@ -31,6 +31,13 @@ def slstm(
     return h.to(gates_x.dtype), tuple(final_states.unbind(0))
 
 
+def causal_conv1d(x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The causal convolution of the reference (ops/conv.py) as one kernel: same arguments and result."""
+    dtype = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), torch.float32)
+    inputs = (t.to(dtype) for t in (x, history, weight, bias))
+    return torch.ops.xlstm_hf.causal_conv1d(*inputs).to(torch.promote_types(x.dtype, weight.dtype))
+
+
 def mlstm_step(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -59,16 +66,16 @@ def _slstm_forward_fake(gates_x, recurrent_kernel, bias, mask, initial_states):
 
 
 def _slstm_backward_fake(grad_h, grad_final_states, recurrent_kernel, mask, states, raw):
-    H, D = recurrent_kernel.shape[:2]
-    return torch.empty_like(raw), torch.empty_like(recurrent_kernel), raw.new_empty(H, 4, D), torch.empty_like(
-        grad_final_states
-    )
+    B, H, T, _, D = raw.shape
+    grad_gates_x = raw.new_empty(H, B, T, 4, D).transpose(0, 1)  # head-major, as the kernel writes it
+    return grad_gates_x, torch.empty_like(recurrent_kernel), raw.new_empty(H, 4, D), torch.empty_like(grad_final_states)
 
 
 def _slstm_setup_context(ctx, inputs, output):
     _, recurrent_kernel, _, mask, _ = inputs
     _, _, states, raw = output
     ctx.mark_non_differentiable(states, raw)
+    ctx.set_materialize_grads(False)  # no zero gradients for states and raw, which are as large as the inputs
     ctx.save_for_backward(recurrent_kernel, mask, states, raw)
 
 
@@ -82,6 +89,28 @@ def _slstm_backward(ctx, grad_h, grad_final_states, _grad_states, _grad_raw):
         grad_h, grad_final_states, recurrent_kernel, mask, states, raw
     )
     return grad_gates_x, grad_kernel, grad_bias, None, grad_initial
+
+
+# ---- causal convolution: fake kernels and autograd -------------------------------------------------------
+
+
+def _causal_conv1d_fake(x, history, weight, bias):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _causal_conv1d_backward_fake(grad_y, x, history, weight):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(history, memory_format=torch.contiguous_format), torch.empty_like(weight),
+            weight.new_empty(weight.shape[0]))
+
+
+def _causal_conv1d_setup_context(ctx, inputs, output):
+    x, history, weight, _ = inputs
+    ctx.save_for_backward(x, history, weight)
+
+
+def _causal_conv1d_backward(ctx, grad_y):
+    return torch.ops.xlstm_hf.causal_conv1d_backward(grad_y, *ctx.saved_tensors)
 
 
 # ---- mLSTM step: fake kernel and autograd (through the reference, which computes the same function) ----
@@ -122,6 +151,11 @@ def register_python_parts() -> None:
     torch.library.register_fake("xlstm_hf::slstm_backward", _slstm_backward_fake)
     torch.library.register_autograd(
         "xlstm_hf::slstm_forward", _slstm_backward, setup_context=_slstm_setup_context
+    )
+    torch.library.register_fake("xlstm_hf::causal_conv1d", _causal_conv1d_fake)
+    torch.library.register_fake("xlstm_hf::causal_conv1d_backward", _causal_conv1d_backward_fake)
+    torch.library.register_autograd(
+        "xlstm_hf::causal_conv1d", _causal_conv1d_backward, setup_context=_causal_conv1d_setup_context
     )
     torch.library.register_fake("xlstm_hf::mlstm_step", _mlstm_step_fake)
     torch.library.register_autograd(

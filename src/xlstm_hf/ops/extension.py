@@ -15,7 +15,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
-CPU_SOURCES = ("ops.cpp", "slstm_cpu.cpp", "mlstm_cpu.cpp", "decode_cpu.cpp")
+CPU_SOURCES = ("ops.cpp", "slstm_cpu.cpp", "mlstm_cpu.cpp", "conv_cpu.cpp", "decode_cpu.cpp")
 EXTENSION_NAME = "xlstm_hf_cpu"
 
 _lock = threading.Lock()

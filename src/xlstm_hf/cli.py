@@ -1,5 +1,6 @@
 """`xlstm-hf env`: the versions and the backend each op would use on this machine, and why.
-`xlstm-hf build`: compile the CPU extension now (ahead of time) into torch's extension cache."""
+`xlstm-hf build`: compile the kernels now (ahead of time) into torch's extension cache: the CPU kernels,
+and the CUDA kernels where torch has CUDA and nvcc is found."""
 
 import argparse
 import platform
@@ -11,7 +12,7 @@ import transformers
 import xlstm_hf
 
 from .ops import OPS, choose_backend
-from .ops.extension import build_cpu_extension
+from .ops.extension import build_extension
 
 
 def environment_report() -> str:
@@ -34,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xlstm-hf", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("env", help="versions and the backend each op would use here")
-    commands.add_parser("build", help="compile the CPU extension now")
+    commands.add_parser("build", help="compile the kernels now")
     args = parser.parse_args(argv)
     if args.command == "build":
-        build_cpu_extension(verbose=True)
-        print("the xlstm_hf CPU extension is built and loads")
+        with_cuda = build_extension(verbose=True)
+        print(f"the xlstm_hf kernels are built and load (CPU{' and CUDA' if with_cuda else ' only'})")
     else:
         print(environment_report())
     return 0

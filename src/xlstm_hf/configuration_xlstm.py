@@ -63,8 +63,9 @@ class XLSTMConfig(PreTrainedConfig):
         chunk_size (`int`, defaults to 64): Chunk length of the chunkwise mLSTM (any sequence length works).
         mlstm_eps (`float`, defaults to 1e-6): Epsilon of the mLSTM normaliser.
         backend (`str`, defaults to `"auto"`): How the recurrences run: `"native"` (PyTorch), `"cpp"` (the
-            compiled CPU kernels; an error where they cannot run), `"cuda"`, or `"auto"` (the compiled
-            kernel where one exists and builds, PyTorch otherwise). `xlstm-hf env` shows the choice per op.
+            compiled CPU kernels; an error where they cannot run), `"cuda"` (the compiled CUDA kernels;
+            likewise), or `"auto"` (the compiled kernel where one exists for the op and device and builds,
+            PyTorch otherwise). `xlstm-hf env` shows the choice per op.
         slstm_num_heads (`int`, *optional*): Heads of the sLSTM layers; defaults to `num_heads`.
         slstm_conv_kernel_size (`int`, defaults to 4): sLSTM causal conv width (0: no conv).
         ffn_proj_factor (`float`, *optional*): Gated feed-forward width as a fraction of `hidden_size`

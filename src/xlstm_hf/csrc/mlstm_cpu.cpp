@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "mlstm_step.h"
+#include "op_checks.h"
 
 namespace xlstm_hf {
 
@@ -11,20 +12,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_step_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i, const at::Tensor& f,
     const at::Tensor& C, const at::Tensor& n, const at::Tensor& m, const c10::optional<at::Tensor>& mask,
     double eps) {
-  TORCH_CHECK(q.dim() == 3 && k.sizes() == q.sizes() && v.dim() == 3 && v.size(0) == q.size(0) &&
-                  v.size(1) == q.size(1),
-              "q, k must be [B, H, Dqk] and v [B, H, Dv]");
-  const int64_t B = q.size(0), H = q.size(1), Dqk = q.size(2), Dv = v.size(2);
-  TORCH_CHECK(i.sizes() == at::IntArrayRef({B, H}) && f.sizes() == i.sizes() && m.sizes() == i.sizes(),
-              "i, f and m must be [B, H]");
-  TORCH_CHECK(C.sizes() == at::IntArrayRef({B, H, Dqk, Dv}) && n.sizes() == at::IntArrayRef({B, H, Dqk}),
-              "C must be [B, H, Dqk, Dv] and n [B, H, Dqk]");
-  for (const at::Tensor* t : {&k, &v, &i, &f, &C, &n, &m}) {
-    TORCH_CHECK(t->scalar_type() == q.scalar_type(), "all mlstm_step inputs must share one dtype");
-  }
-  if (mask.has_value()) {
-    TORCH_CHECK(mask->sizes() == at::IntArrayRef({B}) && mask->scalar_type() == at::kBool, "mask must be bool [B]");
-  }
+  const auto [B, H, Dqk, Dv] = check_mlstm_step_inputs(q, k, v, i, f, C, n, m, mask);
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(), ic = i.contiguous(),
                    fc = f.contiguous(), Cc = C.contiguous(), nc = n.contiguous(), mc = m.contiguous();
   at::Tensor h_out = at::empty({B, H, Dv}, q.options());

@@ -16,43 +16,11 @@
 #include <algorithm>
 #include <vector>
 
+#include "op_checks.h"
 #include "slstm_step.h"
 
 namespace xlstm_hf {
 namespace {
-
-struct Dims {
-  int64_t B, H, T, D;
-};
-
-// Element strides of a [B, H, T, ...] tensor whose last dimension is contiguous; g: of the gate dimension.
-struct Strides {
-  int64_t b, h, t, g;
-};
-
-Strides strides_of(const at::Tensor& x) {
-  TORCH_CHECK(x.stride(-1) == 1, "the last dimension must be contiguous");
-  return {x.stride(0), x.stride(1), x.stride(2), x.dim() == 5 ? x.stride(3) : 0};
-}
-
-Dims check_inputs(const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
-                  const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
-  TORCH_CHECK(gates_x.dim() == 5 && gates_x.size(3) == 4, "gates_x must be [B, H, T, 4, D], got ", gates_x.sizes());
-  const Dims dims{gates_x.size(0), gates_x.size(1), gates_x.size(2), gates_x.size(4)};
-  TORCH_CHECK(recurrent_kernel.sizes() == at::IntArrayRef({dims.H, dims.D, 4, dims.D}),
-              "recurrent_kernel must be [H, D, 4, D], got ", recurrent_kernel.sizes());
-  TORCH_CHECK(bias.sizes() == at::IntArrayRef({dims.H, 4, dims.D}), "bias must be [H, 4, D], got ", bias.sizes());
-  TORCH_CHECK(initial_states.sizes() == at::IntArrayRef({4, dims.B, dims.H, dims.D}),
-              "initial_states must be [4, B, H, D] (h, c, n, m), got ", initial_states.sizes());
-  for (const at::Tensor* t : {&recurrent_kernel, &bias, &initial_states}) {
-    TORCH_CHECK(t->scalar_type() == gates_x.scalar_type(), "the sLSTM inputs must share one dtype");
-  }
-  if (mask.has_value()) {
-    TORCH_CHECK(mask->sizes() == at::IntArrayRef({dims.B, dims.T}) && mask->scalar_type() == at::kBool,
-                "mask must be a bool tensor [B, T]");
-  }
-  return dims;
-}
 
 // Gradients of the pre-activations `draw` from those of the next state (dh, dc, dn, dm), which become
 // those of the previous state (dh without the part through the recurrent matrix).
@@ -94,7 +62,7 @@ Rows<Real> state_rows(Real* states, int64_t state_stride, int64_t offset) {
 
 template <typename Real>
 void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* bias, const bool* mask,
-                    at::Tensor& h_out, Real* states, Real* raw, const Dims& dims) {
+                    at::Tensor& h_out, Real* states, Real* raw, const SLSTMDims& dims) {
   const auto [B, H, T, D] = dims;
   const int64_t G = 4 * D, rows_per_pair = (T + 1) * D, state_stride = B * H * rows_per_pair;
   const Strides in = strides_of(gates_x), out = strides_of(h_out);
@@ -127,7 +95,7 @@ void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* b
 // over all steps of these, taken afterwards as matrix products.
 template <typename Real>
 void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Real* kernel, const bool* mask,
-                     Real* states, const Real* raw, Real* grad_gates_x, Real* grad_initial, const Dims& dims) {
+                     Real* states, const Real* raw, Real* grad_gates_x, Real* grad_initial, const SLSTMDims& dims) {
   const auto [B, H, T, D] = dims;
   const int64_t G = 4 * D, rows_per_pair = (T + 1) * D, state_stride = B * H * rows_per_pair;
   const int64_t carry_stride = B * H * D;  // between the h, c, n, m planes of grad_final / grad_initial
@@ -162,7 +130,7 @@ void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Rea
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
     const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
     const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
-  const Dims dims = check_inputs(gates_x, recurrent_kernel, bias, mask, initial_states);
+  const SLSTMDims dims = check_slstm_inputs(gates_x, recurrent_kernel, bias, mask, initial_states);
   const auto [B, H, T, D] = dims;
   const at::Tensor gx = gates_x.stride(-1) == 1 ? gates_x : gates_x.contiguous();
   const at::Tensor kernel = recurrent_kernel.contiguous(), b = bias.contiguous();
@@ -183,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
     const at::Tensor& grad_h, const at::Tensor& grad_final_states, const at::Tensor& recurrent_kernel, const c10::optional<at::Tensor>& mask, const at::Tensor& states,
     const at::Tensor& raw) {
-  const Dims dims{raw.size(0), raw.size(1), raw.size(2), raw.size(4)};
+  const SLSTMDims dims{raw.size(0), raw.size(1), raw.size(2), raw.size(4)};
   const auto [B, H, T, D] = dims;
   TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({B, H, T, D}), "grad_h must be [B, H, T, D]");
   TORCH_CHECK(grad_final_states.sizes() == at::IntArrayRef({4, B, H, D}), "grad_final_states must be [4, B, H, D]");
@@ -201,11 +169,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
                               states_c.data_ptr<scalar_t>(), raw_c.data_ptr<scalar_t>(),
                               grad_gates_x.data_ptr<scalar_t>(), grad_initial.data_ptr<scalar_t>(), dims);
   });
-  // kernel[h] receives sum over (b, t) of h_prev^T draw; bias[h] sum over (b, t) of draw
-  const at::Tensor h_prev = states_c[0].narrow(2, 0, T).permute({1, 3, 0, 2}).reshape({H, D, B * T});
-  const at::Tensor draw = grad_gates_x.view({H, B * T, 4 * D});
-  at::Tensor grad_kernel = at::bmm(h_prev, draw).view({H, D, 4, D});
-  at::Tensor grad_bias = draw.sum(1).view({H, 4, D});
+  auto [grad_kernel, grad_bias] = slstm_parameter_grads(grad_gates_x, states_c);
   return {grad_gates_x.permute({1, 0, 2, 3, 4}), grad_kernel, grad_bias, grad_initial};
 }
 

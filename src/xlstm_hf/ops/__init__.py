@@ -15,7 +15,7 @@ import torch
 
 from . import compiled
 from .conv import causal_conv1d as causal_conv1d_reference
-from .extension import cpu_extension_status
+from .extension import extension_has_cuda, extension_status
 from .mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent, mlstm_step, zero_mlstm_state
 from .slstm import SLSTMState, slstm_recurrent
 
@@ -24,10 +24,11 @@ BACKENDS = ("auto", "native", "cpp", "cuda")
 OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm", "causal_conv1d", "decode_step")
 
 _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
-_CPU_KERNELS = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm, "causal_conv1d": compiled.causal_conv1d}
+_COMPILED = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm, "causal_conv1d": compiled.causal_conv1d}
 _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1d": causal_conv1d_reference}
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
-_COMPILED_ON_CPU = (*_CPU_KERNELS, "decode_step")
+_COMPILED_ON_CPU = (*_COMPILED, "decode_step")
+_COMPILED_ON_CUDA = ("mlstm_step", "slstm")
 
 
 def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:
@@ -37,25 +38,26 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tu
         raise ValueError(f"backend={requested!r} is unknown; use one of {BACKENDS}.")
     if requested == "native":
         return "native", "asked for"
-    if requested == "cuda":
-        raise NotImplementedError("backend='cuda': the CUDA kernels are not built yet; use 'auto' or 'native'.")
-    if device.type != "cpu":
-        if requested == "cpp":
-            raise ValueError(f"backend='cpp' runs on the CPU, but the inputs are on {device}; use 'auto' or 'native'.")
-        return "native", f"no compiled kernel for {device.type} yet"
-    if op not in _COMPILED_ON_CPU:
-        return "native", "no compiled kernel for this op"
-    available, why = cpu_extension_status()
+    compiled_backend, kernels = {"cpu": ("cpp", _COMPILED_ON_CPU), "cuda": ("cuda", _COMPILED_ON_CUDA)}.get(
+        device.type, (None, ())
+    )
+    if requested != "auto" and requested != compiled_backend:
+        raise ValueError(f"backend={requested!r} does not run on {device.type} inputs; use 'auto' or 'native'.")
+    if op not in kernels:
+        return "native", f"no compiled kernel for this op on {device.type}"
+    available, why = extension_status()
+    if available and (device.type == "cpu" or extension_has_cuda()):
+        return compiled_backend, f"the compiled kernels are {why}"
     if available:
-        return "cpp", f"the CPU extension is {why}"
-    if requested == "cpp":
-        raise RuntimeError(f"backend='cpp' was asked for, but the CPU extension is unavailable: {why}.")
-    return "native", f"the CPU extension is unavailable: {why}"
+        why = "built without CUDA (no GPU or no nvcc when it was built)"
+    if requested != "auto":
+        raise RuntimeError(f"backend={requested!r} was asked for, but the compiled kernels are unavailable: {why}.")
+    return "native", f"the compiled kernels are unavailable: {why}"
 
 
 def _kernel(op: str, device: torch.device, requested: str):
     backend, _ = choose_backend(op, device, requested)
-    return _CPU_KERNELS[op] if backend == "cpp" else _REFERENCES[op]
+    return _REFERENCES[op] if backend == "native" else _COMPILED[op]
 
 
 def mlstm(

@@ -1,6 +1,7 @@
 """The Python side of the compiled operators `torch.ops.xlstm_hf.*`: fake (meta) kernels for
 `torch.compile`, autograd formulas, and wrappers with the calling convention of the PyTorch reference.
-Registered once, by `extension.build_cpu_extension`, after the library is loaded."""
+Registered once, by `extension.build_extension`, after the library is loaded. The same wrappers serve
+the CPU and CUDA kernels: the dispatcher picks the kernel by the device of the inputs."""
 
 import torch
 

@@ -1,0 +1,58 @@
+// The CUDA kernels' interface to the C++ bindings (../cuda_ops.cpp): plain structs of device pointers and
+// sizes, one launcher per kernel. Only CUDA's runtime header here, so that the .cu files compile with
+// nvcc alone (CI compiles them on machines without a GPU or a CUDA build of torch; DESIGN.md 4).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace xlstm_hf {
+namespace cuda {
+
+// One mLSTM step for every (batch row, head), shapes as the CPU op (../mlstm_cpu.cpp): q, k [B, H, Dqk],
+// v [B, H, Dv], i, f [B, H], C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H], mask [B] or null; all contiguous.
+template <typename Real>
+struct MLSTMStepArgs {
+  const Real *q, *k, *v, *i, *f, *C, *n, *m;
+  const bool* mask;
+  Real *h_out, *C_out, *n_out, *m_out;
+  int64_t B, H, Dqk, Dv;
+  double eps;
+};
+
+// sLSTM over a sequence, shapes and layouts as the CPU op (../slstm_cpu.cpp): gates_x [B, H, T, 4, D] with
+// element strides (gx_b, gx_h, gx_t, gx_g) and D contiguous; recurrent_kernel [H, D, 4, D]; bias [H, 4, D];
+// mask [B, T] or null; states [4, B, H, T + 1, D] (step 0 filled with the initial state); -> the states, h_out
+// [B, T, H, D] and raw [B, H, T, 4, D], the gate pre-activations kept for the backward.
+template <typename Real>
+struct SLSTMForwardArgs {
+  const Real *gates_x, *kernel, *bias;
+  const bool* mask;
+  Real *states, *h_out, *raw;
+  int64_t B, H, T, D;
+  int64_t gx_b, gx_h, gx_t, gx_g;
+};
+
+// The backward: grad_h [B, H, T, D] with element strides (gh_b, gh_h, gh_t), D contiguous; grad_final
+// [4, B, H, D]; states and raw of the forward; -> grad_gates_x head-major [H, B, T, 4, D] and grad_initial
+// [4, B, H, D].
+template <typename Real>
+struct SLSTMBackwardArgs {
+  const Real *grad_h, *grad_final, *kernel, *states, *raw;
+  const bool* mask;
+  Real *grad_gates_x, *grad_initial;
+  int64_t B, H, T, D;
+  int64_t gh_b, gh_h, gh_t;
+};
+
+// Each launcher checks nothing the binding has not checked; it returns the launch's error, if any.
+template <typename Real>
+cudaError_t mlstm_step(const MLSTMStepArgs<Real>& args, cudaStream_t stream);
+template <typename Real>
+cudaError_t slstm_forward(const SLSTMForwardArgs<Real>& args, cudaStream_t stream);
+template <typename Real>
+cudaError_t slstm_backward(const SLSTMBackwardArgs<Real>& args, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace xlstm_hf

@@ -1,0 +1,81 @@
+// One mLSTM step (DESIGN.md 1.1) for all heads of a layer in one launch: the decoding step. One block per
+// (batch row, head); its threads own columns of the matrix memory C [Dqk, Dv], which is read and written
+// once, coalesced, so the step runs at memory bandwidth. No allocation and no host synchronisation: it
+// can be captured in a CUDA graph.
+#include "launch.h"
+
+#include "../pointwise.h"
+
+namespace xlstm_hf {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// The sum of `value` over the block (every thread gets it); `scratch` holds a value per warp.
+template <typename Real>
+__device__ Real block_sum(Real value, Real* scratch) {
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = value;
+  __syncthreads();
+  Real total = 0;
+  for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += scratch[w];
+  __syncthreads();
+  return total;
+}
+
+template <typename Real>
+__global__ void mlstm_step_kernel(MLSTMStepArgs<Real> a) {
+  extern __shared__ unsigned char shared_bytes[];
+  Real* scaled_q = reinterpret_cast<Real*>(shared_bytes);  // q / sqrt(Dqk)
+  Real* written_k = scaled_q + a.Dqk;                       // exp(i - m_next) * k
+  Real* scratch = written_k + a.Dqk;                        // one value per warp
+  const int64_t bh = blockIdx.x, b = bh / a.H;
+  const bool real = a.mask == nullptr || a.mask[b];
+  // the gates and the stabiliser; a padded row takes an identity step
+  const Real input = real ? a.i[bh] : Real(kMaskedLogGate);
+  const Real log_f = real ? log_sigmoid(a.f[bh]) : Real(0);
+  const Real m_next = log_f + a.m[bh] > input ? log_f + a.m[bh] : input;
+  const Real decay = exp(log_f + a.m[bh] - m_next), write = exp(input - m_next);
+  const Real scale = Real(1) / sqrt(Real(a.Dqk));
+  Real denominator = 0;
+  for (int64_t d = threadIdx.x; d < a.Dqk; d += blockDim.x) {
+    scaled_q[d] = a.q[bh * a.Dqk + d] * scale;
+    written_k[d] = write * a.k[bh * a.Dqk + d];
+    const Real n_next = decay * a.n[bh * a.Dqk + d] + written_k[d];
+    a.n_out[bh * a.Dqk + d] = n_next;
+    denominator += scaled_q[d] * n_next;
+  }
+  denominator = block_sum(denominator, scratch);  // also the barrier before scaled_q, written_k are read
+  const Real floor = exp(-m_next);
+  const Real normaliser = (fabs(denominator) > floor ? fabs(denominator) : floor) + Real(a.eps);
+  const Real* C = a.C + bh * a.Dqk * a.Dv;
+  Real* C_next = a.C_out + bh * a.Dqk * a.Dv;
+  for (int64_t e = threadIdx.x; e < a.Dv; e += blockDim.x) {
+    const Real v_e = a.v[bh * a.Dv + e];
+    Real numerator = 0;
+    for (int64_t d = 0; d < a.Dqk; ++d) {
+      const Real c = decay * C[d * a.Dv + e] + written_k[d] * v_e;
+      C_next[d * a.Dv + e] = c;
+      numerator += scaled_q[d] * c;
+    }
+    a.h_out[bh * a.Dv + e] = real ? numerator / normaliser : Real(0);
+  }
+  if (threadIdx.x == 0) a.m_out[bh] = m_next;
+}
+
+}  // namespace
+
+template <typename Real>
+cudaError_t mlstm_step(const MLSTMStepArgs<Real>& args, cudaStream_t stream) {
+  const size_t shared = (2 * args.Dqk + kThreads / 32) * sizeof(Real);
+  mlstm_step_kernel<Real><<<args.B * args.H, kThreads, shared, stream>>>(args);
+  return cudaGetLastError();
+}
+
+template cudaError_t mlstm_step<float>(const MLSTMStepArgs<float>&, cudaStream_t);
+template cudaError_t mlstm_step<double>(const MLSTMStepArgs<double>&, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace xlstm_hf

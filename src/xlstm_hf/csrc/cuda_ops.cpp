@@ -1,0 +1,102 @@
+// The CUDA kernels (cuda/*.cu) as the CUDA implementations of the xlstm_hf operators: the same checks and
+// the same results, layouts included, as the CPU bindings. Compiled only into a CUDA build of the
+// extension; the kernels take float32 or float64 (the Python wrappers promote half precision inputs).
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "cuda/launch.h"
+#include "op_checks.h"
+
+namespace xlstm_hf {
+namespace {
+
+void check_launch(cudaError_t error, const char* kernel) {
+  TORCH_CHECK(error == cudaSuccess, kernel, " failed to launch: ", cudaGetErrorString(error));
+}
+
+const bool* mask_data(const at::Tensor& mask) {
+  return mask.defined() ? mask.data_ptr<bool>() : nullptr;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cuda(
+    const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
+  const SLSTMDims d = check_slstm_inputs(gates_x, recurrent_kernel, bias, mask, initial_states);
+  const c10::cuda::CUDAGuard guard(gates_x.device());
+  const at::Tensor gx = gates_x.stride(-1) == 1 ? gates_x : gates_x.contiguous();
+  const at::Tensor kernel = recurrent_kernel.contiguous(), b = bias.contiguous();
+  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  at::Tensor h_out = at::empty({d.B, d.T, d.H, d.D}, gx.options());
+  at::Tensor states = at::empty({4, d.B, d.H, d.T + 1, d.D}, gx.options());
+  at::Tensor raw = at::empty({d.B, d.H, d.T, 4, d.D}, gx.options());
+  states.select(3, 0).copy_(initial_states);
+  const Strides in = strides_of(gx);
+  AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "slstm_forward_cuda", [&] {
+    const cuda::SLSTMForwardArgs<scalar_t> args{
+        gx.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mask_data(mask_c),
+        states.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D,
+        in.b, in.h, in.t, in.g};
+    check_launch(cuda::slstm_forward(args, c10::cuda::getCurrentCUDAStream()), "slstm_forward");
+  });
+  return {h_out.permute({0, 2, 1, 3}), states.select(3, d.T).clone(), states, raw};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cuda(
+    const at::Tensor& grad_h, const at::Tensor& grad_final_states, const at::Tensor& recurrent_kernel,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& states, const at::Tensor& raw) {
+  const SLSTMDims d{raw.size(0), raw.size(1), raw.size(2), raw.size(4)};
+  TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({d.B, d.H, d.T, d.D}), "grad_h must be [B, H, T, D]");
+  TORCH_CHECK(grad_final_states.sizes() == at::IntArrayRef({4, d.B, d.H, d.D}), "grad_final_states must be [4, B, H, D]");
+  TORCH_CHECK(states.sizes() == at::IntArrayRef({4, d.B, d.H, d.T + 1, d.D}), "states must be [4, B, H, T + 1, D]");
+  const c10::cuda::CUDAGuard guard(raw.device());
+  const at::Tensor dh = grad_h.stride(-1) == 1 ? grad_h : grad_h.contiguous();
+  const at::Tensor d_final = grad_final_states.contiguous(), kernel = recurrent_kernel.contiguous();
+  const at::Tensor states_c = states.contiguous(), raw_c = raw.contiguous();
+  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  at::Tensor grad_raw = at::empty({d.H, d.B, d.T, 4, d.D}, raw.options());  // head-major, as on the CPU
+  at::Tensor grad_initial = at::empty({4, d.B, d.H, d.D}, raw.options());
+  const Strides dh_in = strides_of(dh);
+  AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "slstm_backward_cuda", [&] {
+    const cuda::SLSTMBackwardArgs<scalar_t> args{
+        dh.data_ptr<scalar_t>(), d_final.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(),
+        states_c.data_ptr<scalar_t>(), raw_c.data_ptr<scalar_t>(), mask_data(mask_c), grad_raw.data_ptr<scalar_t>(),
+        grad_initial.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D, dh_in.b, dh_in.h, dh_in.t};
+    check_launch(cuda::slstm_backward(args, c10::cuda::getCurrentCUDAStream()), "slstm_backward");
+  });
+  auto [grad_kernel, grad_bias] = slstm_parameter_grads(grad_raw, states_c);
+  return {grad_raw.permute({1, 0, 2, 3, 4}), grad_kernel, grad_bias, grad_initial};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_step_cuda(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i, const at::Tensor& f,
+    const at::Tensor& C, const at::Tensor& n, const at::Tensor& m, const c10::optional<at::Tensor>& mask,
+    double eps) {
+  const auto [B, H, Dqk, Dv] = check_mlstm_step_inputs(q, k, v, i, f, C, n, m, mask);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous(), ic = i.contiguous(),
+                   fc = f.contiguous(), Cc = C.contiguous(), nc = n.contiguous(), mc = m.contiguous();
+  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  at::Tensor h_out = at::empty({B, H, Dv}, q.options());
+  at::Tensor C_out = at::empty_like(Cc), n_out = at::empty_like(nc), m_out = at::empty_like(mc);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "mlstm_step_cuda", [&] {
+    const cuda::MLSTMStepArgs<scalar_t> args{
+        qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), ic.data_ptr<scalar_t>(),
+        fc.data_ptr<scalar_t>(), Cc.data_ptr<scalar_t>(), nc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(),
+        mask_data(mask_c), h_out.data_ptr<scalar_t>(), C_out.data_ptr<scalar_t>(),
+        n_out.data_ptr<scalar_t>(), m_out.data_ptr<scalar_t>(), B, H, Dqk, Dv, eps};
+    check_launch(cuda::mlstm_step(args, c10::cuda::getCurrentCUDAStream()), "mlstm_step");
+  });
+  return {h_out, C_out, n_out, m_out};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(xlstm_hf, CUDA, m) {
+  m.impl("slstm_forward", &slstm_forward_cuda);
+  m.impl("slstm_backward", &slstm_backward_cuda);
+  m.impl("mlstm_step", &mlstm_step_cuda);
+}
+
+}  // namespace xlstm_hf

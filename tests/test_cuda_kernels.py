@@ -1,0 +1,128 @@
+"""The CUDA kernels (`xlstm_hf/csrc/cuda`) on a GPU against the PyTorch reference in float64 on the CPU:
+outputs, final states and every gradient (initial state included), on odd shapes, with padding and
+initial states, in float32 and float64, with the memory the outputs land in poisoned with NaN so that an
+element a kernel does not write shows; whole models on the GPU against the CPU. Skipped without a GPU;
+`scripts/gpu_check.sh` runs them on a GPU machine."""
+
+import pytest
+import torch
+from kernel_inputs import (
+    RELATIVE,
+    assert_all_close,
+    mlstm_step_inputs,
+    outputs_and_gradients,
+    padding_mask,
+    slstm_inputs,
+    slstm_state,
+    step_outputs_and_gradients,
+)
+from torch.testing import assert_close
+
+from xlstm_hf import XLSTMConfig, XLSTMForCausalLM, ops
+from xlstm_hf.ops import compiled
+from xlstm_hf.ops.extension import extension_has_cuda, extension_status
+from xlstm_hf.ops.mlstm import mlstm_step
+from xlstm_hf.ops.slstm import slstm_recurrent
+
+if not torch.cuda.is_available():
+    pytest.skip("no GPU here", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def nan_poisoned_memory():
+    """Fill a large block of the caching allocator with NaN and free it: the kernels' outputs reuse it."""
+    assert extension_has_cuda(), f"a GPU is here, so the CUDA kernels must build: {extension_status()[1]}"
+    torch.cuda.empty_cache()
+    torch.full((2**26,), float("nan"), device="cuda")
+    yield
+    torch.cuda.synchronize()
+
+
+def on_gpu(tensors):
+    if tensors is None:
+        return None
+    if isinstance(tensors, dict):
+        return {name: value.cuda() for name, value in tensors.items()}
+    if isinstance(tensors, torch.Tensor):
+        return tensors.cuda()
+    return tuple(on_gpu(t) for t in tensors)
+
+
+def to_cpu(tensors):
+    return [t.cpu() for t in tensors]
+
+
+SLSTM_SHAPES = [(1, 1, 1, 1), (2, 3, 7, 5), (3, 2, 37, 16), (2, 4, 64, 64), (1, 2, 5, 300)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SLSTM_SHAPES)
+@pytest.mark.parametrize("kind", ["none", "left", "random"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_slstm_cuda_kernel_matches_reference(dtype, shape, kind, with_state):
+    B, H, T, D = shape
+    inputs = slstm_inputs(B, H, T, D, torch.float64)
+    state = slstm_state(B, H, D, torch.float64) if with_state else None
+    mask = padding_mask(B, T, kind)
+    h_ref, final_ref, grads_ref = outputs_and_gradients(slstm_recurrent, inputs, state, mask)
+    cast = {name: value.to(dtype) for name, value in inputs.items()}
+    h, final, grads = outputs_and_gradients(
+        compiled.slstm, on_gpu(cast), on_gpu(None if state is None else tuple(s.to(dtype) for s in state)),
+        on_gpu(mask),
+    )
+    assert h.is_cuda and h.dtype == dtype
+    assert not any(t.isnan().any() for t in (h, *final, *grads)), "an output element was not written"
+    expected = [h_ref, *final_ref, *grads_ref]
+    assert_all_close(to_cpu([h, *final, *grads]), [t.to(dtype) for t in expected], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 8, 16), (3, 2, 5, 7), (256, 4, 64, 128)])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_mlstm_step_cuda_kernel_matches_reference(dtype, shape, with_mask):
+    inputs, state = mlstm_step_inputs(*shape, torch.float64)
+    mask = torch.arange(shape[0]) % 2 == 0 if with_mask else None
+    outputs_ref, grads_ref = step_outputs_and_gradients(mlstm_step, inputs, state, mask)
+    outputs, grads = step_outputs_and_gradients(
+        compiled.mlstm_step, on_gpu(tuple(t.to(dtype) for t in inputs)), on_gpu(tuple(t.to(dtype) for t in state)),
+        on_gpu(mask),
+    )
+    assert not any(t.isnan().any() for t in outputs), "an output element was not written"
+    assert_all_close(to_cpu(outputs + list(grads)), [t.to(dtype) for t in outputs_ref + list(grads_ref)], dtype)
+
+
+def test_half_precision_inputs_run_in_float32():
+    inputs = slstm_inputs(2, 2, 9, 8, torch.float32)
+    half = {name: value.to(torch.bfloat16).cuda() for name, value in inputs.items()}
+    h, final = compiled.slstm(**half)
+    h_ref, final_ref = slstm_recurrent(**{name: value.float() for name, value in half.items()})
+    assert h.dtype == torch.bfloat16 and all(s.dtype == torch.float32 for s in final)
+    assert_close(h.float(), h_ref.to(torch.bfloat16).float())
+    assert_all_close(to_cpu(final), to_cpu(final_ref), torch.float32)
+
+
+def test_auto_takes_the_cuda_kernels_on_the_gpu():
+    gpu = torch.device("cuda")
+    assert ops.choose_backend("slstm", gpu)[0] == "cuda"
+    assert ops.choose_backend("mlstm_step", gpu)[0] == "cuda"
+
+
+@pytest.mark.parametrize("family", ["neurips", "large"])
+def test_model_on_the_gpu_matches_the_cpu(family):
+    torch.manual_seed(0)
+    config = XLSTMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_heads=2, chunk_size=4,
+                         layer_types=["mlstm", "slstm", "mlstm"], block_family=family)
+    cpu_model = XLSTMForCausalLM(config)
+    gpu_model = XLSTMForCausalLM(config).cuda()
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    ids = torch.randint(0, 64, (3, 11), generator=torch.Generator().manual_seed(1))
+    losses = [model(ids.to(model.device), labels=ids.to(model.device)).loss for model in (cpu_model, gpu_model)]
+    for loss in losses:
+        loss.backward()
+    assert_close(losses[1].cpu(), losses[0], rtol=1e-5, atol=1e-6)
+    for (name, p_cpu), p_gpu in zip(cpu_model.named_parameters(), gpu_model.parameters()):
+        scale = max(1.0, p_cpu.grad.abs().max().item())
+        assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=RELATIVE[torch.float32] * 10, atol=1e-5 * scale, msg=name)
+    greedy = dict(max_new_tokens=8, do_sample=False)
+    tokens = [model.eval().generate(ids[:, :5].to(model.device), **greedy).cpu() for model in (cpu_model, gpu_model)]
+    assert torch.equal(tokens[0], tokens[1])

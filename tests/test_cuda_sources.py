@@ -1,0 +1,41 @@
+"""The CUDA sources compile: every `.cu` file of `xlstm_hf/csrc/cuda` with the machine's nvcc, for each
+target architecture, with CUDA's headers alone (no torch headers, which a CPU build of torch lacks).
+This checks compilation only; tests/test_cuda_kernels.py runs the kernels where a GPU is present.
+In CI nvcc must be there (a missing one fails); elsewhere, without it, the tests are skipped."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xlstm_hf.ops.extension import CSRC, CUDA_SOURCES, cuda_architecture_flags
+
+CUDA_DIR = CSRC / "cuda"
+NVCC = shutil.which("nvcc") or next(
+    (str(path) for path in Path("/usr/local").glob("cuda*/bin/nvcc") if path.is_file()), None
+)
+
+
+def test_every_cuda_source_is_built():
+    on_disk = {path.relative_to(CSRC).as_posix() for path in CUDA_DIR.glob("*.cu")}
+    assert on_disk == {source for source in CUDA_SOURCES if source.endswith(".cu")}
+
+
+@pytest.mark.parametrize("path", sorted(CUDA_DIR.glob("*")), ids=lambda path: path.name)
+def test_cuda_sources_include_no_torch_headers(path):
+    included = re.findall(r'#include\s+[<"]([^>"]+)[>"]', path.read_text())
+    assert not [header for header in included if header.split("/")[0] in ("torch", "ATen", "c10")]
+
+
+@pytest.mark.parametrize("path", sorted(CUDA_DIR.glob("*.cu")), ids=lambda path: path.name)
+def test_cuda_source_compiles(path, tmp_path):
+    if NVCC is None:
+        assert not os.environ.get("CI"), "CI must compile the CUDA sources, but nvcc is not found"
+        pytest.skip("nvcc is not installed here")
+    command = [NVCC, "-c", "-std=c++17", "-O3", *cuda_architecture_flags(), str(path), "-o", str(tmp_path / "out.o")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr.lower(), result.stderr

@@ -1,10 +1,15 @@
 // The CUDA kernels (cuda/*.cu) as the CUDA implementations of the xlstm_hf operators: the same checks and
 // the same results, layouts included, as the CPU bindings. Compiled only into a CUDA build of the
-// extension; the kernels take float32 or float64 (the Python wrappers promote half precision inputs).
+// extension. The sLSTM and the step take float32 or float64 (the Python wrappers promote half precision
+// inputs); the chunkwise forward reads float32, bfloat16 or float16 and computes in float32.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <torch/library.h>
+
+#include <vector>
 
 #include "cuda/launch.h"
 #include "op_checks.h"
@@ -91,9 +96,70 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_step_cuda(
   return {h_out, C_out, n_out, m_out};
 }
 
+template <typename In>
+void launch_chunkwise(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
+                      const at::Tensor& f, const at::Tensor& mask, const at::Tensor& C, const at::Tensor& n,
+                      const at::Tensor& m, std::vector<at::Tensor>& scratch, std::vector<at::Tensor>& final_state,
+                      at::Tensor& h, int64_t L, double eps) {
+  const auto in = [](const at::Tensor& t) { return reinterpret_cast<const In*>(t.data_ptr()); };
+  const cuda::MLSTMChunkwiseArgs<In, float> args{
+      in(q), in(k), in(v), i.data_ptr<float>(), f.data_ptr<float>(), C.data_ptr<float>(), n.data_ptr<float>(),
+      m.data_ptr<float>(), mask_data(mask), scratch[0].data_ptr<float>(), scratch[1].data_ptr<float>(),
+      scratch[2].data_ptr<float>(), final_state[0].data_ptr<float>(), final_state[1].data_ptr<float>(),
+      final_state[2].data_ptr<float>(), reinterpret_cast<In*>(h.data_ptr()), q.size(0), q.size(1), q.size(2),
+      q.size(3), v.size(3), L, eps};
+  check_launch(cuda::mlstm_chunkwise_forward(args, c10::cuda::getCurrentCUDAStream()), "mlstm_chunkwise_forward");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_chunkwise_forward_cuda(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i, const at::Tensor& f,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& C, const at::Tensor& n, const at::Tensor& m,
+    int64_t chunk_size, double eps) {
+  TORCH_CHECK(q.dim() == 4 && k.sizes() == q.sizes() && v.dim() == 4 && v.sizes().slice(0, 3) == q.sizes().slice(0, 3),
+              "q, k must be [B, H, T, Dqk] and v [B, H, T, Dv]");
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dqk = q.size(3), Dv = v.size(3);
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), "q, k, v must share a dtype");
+  TORCH_CHECK(i.sizes() == at::IntArrayRef({B, H, T}) && f.sizes() == i.sizes(), "i and f must be [B, H, T]");
+  TORCH_CHECK(C.sizes() == at::IntArrayRef({B, H, Dqk, Dv}) && n.sizes() == at::IntArrayRef({B, H, Dqk}) &&
+                  m.sizes() == at::IntArrayRef({B, H}),
+              "the state must be C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H]");
+  TORCH_CHECK(chunk_size >= 1 && chunk_size <= 64, "chunk_size must be in [1, 64], got ", chunk_size);
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, T}) && mask->scalar_type() == at::kBool, "mask must be bool [B, T]");
+  }
+  const c10::cuda::CUDAGuard guard(q.device());
+  const auto as_float = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  const int64_t N = (T + chunk_size - 1) / chunk_size;
+  const at::TensorOptions floats = q.options().dtype(at::kFloat);
+  std::vector<at::Tensor> scratch{at::empty({B, H, N, Dqk, Dv}, floats), at::empty({B, H, N, Dqk}, floats),
+                                  at::empty({B, H, N}, floats)};
+  std::vector<at::Tensor> final_state{at::empty({B, H, Dqk, Dv}, floats), at::empty({B, H, Dqk}, floats),
+                                      at::empty({B, H}, floats)};
+  at::Tensor h = at::empty({B, H, T, Dv}, v.options());
+  const at::Tensor i_c = as_float(i), f_c = as_float(f), C_c = as_float(C), n_c = as_float(n), m_c = as_float(m);
+  switch (q.scalar_type()) {
+    case at::kFloat:
+      launch_chunkwise<float>(qc, kc, vc, i_c, f_c, mask_c, C_c, n_c, m_c, scratch, final_state, h, chunk_size, eps);
+      break;
+    case at::kBFloat16:
+      launch_chunkwise<__nv_bfloat16>(qc, kc, vc, i_c, f_c, mask_c, C_c, n_c, m_c, scratch, final_state, h,
+                                      chunk_size, eps);
+      break;
+    case at::kHalf:
+      launch_chunkwise<__half>(qc, kc, vc, i_c, f_c, mask_c, C_c, n_c, m_c, scratch, final_state, h, chunk_size, eps);
+      break;
+    default:
+      TORCH_CHECK(false, "mlstm_chunkwise_forward takes float32, bfloat16 or float16 q, k, v, got ", q.scalar_type());
+  }
+  return {h, final_state[0], final_state[1], final_state[2]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(xlstm_hf, CUDA, m) {
+  m.impl("mlstm_chunkwise_forward", &mlstm_chunkwise_forward_cuda);
   m.impl("slstm_forward", &slstm_forward_cuda);
   m.impl("slstm_backward", &slstm_backward_cuda);
   m.impl("mlstm_step", &mlstm_step_cuda);

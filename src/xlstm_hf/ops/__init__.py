@@ -28,7 +28,8 @@ _COMPILED = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm, "causal
 _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1d": causal_conv1d_reference}
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
 _COMPILED_ON_CPU = (*_COMPILED, "decode_step")
-_COMPILED_ON_CUDA = ("mlstm_step", "slstm")
+_COMPILED_ON_CUDA = ("mlstm_step", "slstm", "mlstm_chunkwise")
+_NOTES = {"mlstm_chunkwise": "; inference only (with gradients the PyTorch chunkwise runs)"}
 
 
 def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:
@@ -47,7 +48,7 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tu
         return "native", f"no compiled kernel for this op on {device.type}"
     available, why = extension_status()
     if available and (device.type == "cpu" or extension_has_cuda()):
-        return compiled_backend, f"the compiled kernels are {why}"
+        return compiled_backend, f"the compiled kernels are {why}{_NOTES.get(op, '')}"
     if available:
         why = "built without CUDA (no GPU or no nvcc when it was built)"
     if requested != "auto":
@@ -84,9 +85,19 @@ def mlstm(
         step_mask = None if mask is None else mask[:, 0]
         h, state = step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[:, :, 0], f[:, :, 0], state, mask=step_mask, eps=eps)
         return h[:, :, None], state
-    choose_backend(f"mlstm_{form}", q.device, backend)  # a request that cannot be met raises
+    chosen, _ = choose_backend(f"mlstm_{form}", q.device, backend)  # a request that cannot be met raises
     kwargs = {"chunk_size": chunk_size} if form == "chunkwise" else {}
+    if chosen == "cuda" and _without_gradients(q, k, v, i, f, *(initial_state or ())):
+        return compiled.mlstm_chunkwise_inference(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps,
+                                                  **kwargs)
     return _MLSTM_FORMS[form](q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps, **kwargs)
+
+
+def _without_gradients(*tensors: torch.Tensor) -> bool:
+    """Inference on inputs the CUDA chunkwise forward reads: nothing needs a gradient, no float64."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and tensors[0].dtype in (
+        torch.float32, torch.bfloat16, torch.float16
+    )
 
 
 def slstm(

@@ -6,7 +6,7 @@ the CPU and CUDA kernels: the dispatcher picks the kernel by the device of the i
 import torch
 
 from .gates import at_least_float32
-from .mlstm.chunkwise import MLSTMState
+from .mlstm.chunkwise import MLSTMState, zero_mlstm_state
 from .mlstm.recurrent import mlstm_step as mlstm_step_reference
 from .slstm.recurrent import SLSTMState
 
@@ -30,6 +30,26 @@ def slstm(
         gx, recurrent_kernel.to(gx.dtype), bias.to(gx.dtype), mask, initial
     )
     return h.to(gates_x.dtype), tuple(final_states.unbind(0))
+
+
+def mlstm_chunkwise_inference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    i: torch.Tensor,
+    f: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    initial_state: MLSTMState | None = None,
+    chunk_size: int = 64,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, MLSTMState]:
+    """`mlstm_chunkwise` of the reference as the CUDA forward, without gradients (inference, prefill): same
+    arguments and results. Chunks hold at most 64 steps here; the forms agree for any chunk size."""
+    C, n, m = initial_state if initial_state is not None else zero_mlstm_state(q, v)
+    L = max(1, min(chunk_size, 64, q.shape[2]))
+    h, C, n, m = torch.ops.xlstm_hf.mlstm_chunkwise_forward(q, k, v.to(q.dtype), i, f, mask, C, n, m, L, eps)
+    return h.to(v.dtype), (C, n, m)
 
 
 def causal_conv1d(x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -90,6 +110,13 @@ def _slstm_backward(ctx, grad_h, grad_final_states, _grad_states, _grad_raw):
         grad_h, grad_final_states, recurrent_kernel, mask, states, raw
     )
     return grad_gates_x, grad_kernel, grad_bias, None, grad_initial
+
+
+def _mlstm_chunkwise_forward_fake(q, k, v, i, f, mask, C, n, m, chunk_size, eps):
+    floats = dict(dtype=torch.float32)
+    return v.new_empty(v.shape), C.new_empty(C.shape, **floats), n.new_empty(n.shape, **floats), m.new_empty(
+        m.shape, **floats
+    )
 
 
 # ---- causal convolution: fake kernels and autograd -------------------------------------------------------
@@ -153,6 +180,7 @@ def register_python_parts() -> None:
     torch.library.register_autograd(
         "xlstm_hf::slstm_forward", _slstm_backward, setup_context=_slstm_setup_context
     )
+    torch.library.register_fake("xlstm_hf::mlstm_chunkwise_forward", _mlstm_chunkwise_forward_fake)
     torch.library.register_fake("xlstm_hf::causal_conv1d", _causal_conv1d_fake)
     torch.library.register_fake("xlstm_hf::causal_conv1d_backward", _causal_conv1d_backward_fake)
     torch.library.register_autograd(

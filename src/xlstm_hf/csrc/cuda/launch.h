@@ -46,6 +46,22 @@ struct SLSTMBackwardArgs {
   int64_t gh_b, gh_h, gh_t;
 };
 
+// The chunkwise mLSTM forward (inference: no tensors kept for a backward), shapes as the PyTorch reference
+// (src/xlstm_hf/ops/mlstm/chunkwise.py): q, k [B, H, T, Dqk], v [B, H, T, Dv] of type In; i, f [B, H, T]
+// float32; mask [B, T] or null; the initial state C [B, H, Dqk, Dv], n [B, H, Dqk],
+// m [B, H]; chunks of L <= 64 steps. Scratch: C_chunks [B, H, N, Dqk, Dv], n_chunks [B, H, N, Dqk],
+// m_chunks [B, H, N], the memory entering every chunk. -> h [B, H, T, Dv] (In) and the final state.
+template <typename In, typename Real>
+struct MLSTMChunkwiseArgs {
+  const In *q, *k, *v;
+  const Real *i, *f, *C, *n, *m;
+  const bool* mask;
+  Real *C_chunks, *n_chunks, *m_chunks, *C_final, *n_final, *m_final;
+  In* h;
+  int64_t B, H, T, Dqk, Dv, L;
+  double eps;
+};
+
 // Each launcher checks nothing the binding has not checked; it returns the launch's error, if any.
 template <typename Real>
 cudaError_t mlstm_step(const MLSTMStepArgs<Real>& args, cudaStream_t stream);
@@ -53,6 +69,8 @@ template <typename Real>
 cudaError_t slstm_forward(const SLSTMForwardArgs<Real>& args, cudaStream_t stream);
 template <typename Real>
 cudaError_t slstm_backward(const SLSTMBackwardArgs<Real>& args, cudaStream_t stream);
+template <typename In, typename Real>
+cudaError_t mlstm_chunkwise_forward(const MLSTMChunkwiseArgs<In, Real>& args, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace xlstm_hf

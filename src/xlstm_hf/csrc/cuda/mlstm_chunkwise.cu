@@ -1,0 +1,257 @@
+// The chunkwise mLSTM (DESIGN.md 1.3) forward on the GPU, for inference and prefill, in two launches:
+//   1. the memory entering every chunk: one block per (batch row, head, 32 x 32 tile of C), walking the
+//      chunks in order; each chunk adds its keys and values weighted by their gates in one product;
+//   2. the outputs: one block per (batch row, head, chunk, 32 columns of h), the attention-like product
+//      within the chunk plus the read of the memory that entered it, under the stabiliser of the step
+//      recurrence, so that the forms agree to rounding.
+// Float32 arithmetic on float32, bfloat16 or float16 inputs; the per-element math is pointwise.h's.
+// Layouts in launch.h. A first, plain version: tiles in shared memory, no tensor cores yet.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
+#include "launch.h"
+
+#include "../pointwise.h"
+
+namespace xlstm_hf {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTile = 32;      // rows or columns of a tile of C or h
+constexpr int kMaxChunk = 64;  // L
+
+template <typename Real>
+__device__ Real to_real(float x) {
+  return Real(x);
+}
+template <typename Real>
+__device__ Real to_real(double x) {
+  return Real(x);
+}
+template <typename Real>
+__device__ Real to_real(__nv_bfloat16 x) {
+  return Real(__bfloat162float(x));
+}
+template <typename Real>
+__device__ Real to_real(__half x) {
+  return Real(__half2float(x));
+}
+template <typename In, typename Real>
+__device__ In from_real(Real x) {
+  if constexpr (std::is_same_v<In, __nv_bfloat16>) {
+    return __float2bfloat16(static_cast<float>(x));
+  } else if constexpr (std::is_same_v<In, __half>) {
+    return __float2half(static_cast<float>(x));
+  } else {
+    return static_cast<In>(x);
+  }
+}
+
+// The gates of chunk c in shared memory: cumulative log forget gates b[j] from the chunk start and input
+// gates ii[j]; padded steps and the steps past T are identity steps (log f = 0, i = -inf).
+template <typename In, typename Real>
+__device__ void load_chunk_gates(const MLSTMChunkwiseArgs<In, Real>& a, int64_t bh, int64_t c, Real* b, Real* ii) {
+  const int64_t batch = bh / a.H;
+  for (int64_t j = threadIdx.x; j < a.L; j += blockDim.x) {
+    const int64_t t = c * a.L + j;
+    const bool real = t < a.T && (a.mask == nullptr || a.mask[batch * a.T + t]);
+    b[j] = real ? log_sigmoid(a.f[bh * a.T + t]) : Real(0);
+    ii[j] = real ? a.i[bh * a.T + t] : Real(kMaskedLogGate);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int64_t j = 1; j < a.L; ++j) b[j] += b[j - 1];
+  }
+  __syncthreads();
+}
+
+// rows [0, L) x columns [column0, column0 + kTile) of x [T, width] (the chunk starting at row t0) as Real,
+// zero past T
+template <typename In, typename Real>
+__device__ void load_tile(const In* x, int64_t t0, int64_t T, int64_t L, int64_t width, int64_t column0, Real* tile) {
+  for (int64_t index = threadIdx.x; index < L * kTile; index += blockDim.x) {
+    const int64_t j = index / kTile, column = column0 + index % kTile;
+    tile[index] = t0 + j < T && column < width ? to_real<Real>(x[(t0 + j) * width + column]) : Real(0);
+  }
+}
+
+template <typename In, typename Real>
+__global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
+  __shared__ Real b[kMaxChunk], ii[kMaxChunk], weight[kMaxChunk], decay_and_m[2];
+  __shared__ Real k_tile[kMaxChunk * kTile], v_tile[kMaxChunk * kTile];
+  const int64_t bh = blockIdx.x, d0 = blockIdx.y * kTile, e0 = blockIdx.z * kTile;
+  const int64_t N = (a.T + a.L - 1) / a.L;
+  const int e = threadIdx.x % kTile, row = threadIdx.x / kTile;  // this thread: C[d0 + row + 8 r, e0 + e]
+  constexpr int kRows = kTile * kTile / kThreads;
+  const bool owns_n = blockIdx.z == 0 && threadIdx.x < kTile && d0 + threadIdx.x < a.Dqk;
+  Real C[kRows], n = owns_n ? a.n[bh * a.Dqk + d0 + threadIdx.x] : Real(0), m = a.m[bh];
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t d = d0 + row + r * (kThreads / kTile);
+    C[r] = d < a.Dqk && e0 + e < a.Dv ? a.C[(bh * a.Dqk + d) * a.Dv + e0 + e] : Real(0);
+  }
+  for (int64_t c = 0; c < N; ++c) {
+    // the memory entering chunk c
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t d = d0 + row + r * (kThreads / kTile);
+      if (d < a.Dqk && e0 + e < a.Dv) a.C_chunks[((bh * N + c) * a.Dqk + d) * a.Dv + e0 + e] = C[r];
+    }
+    if (owns_n) a.n_chunks[(bh * N + c) * a.Dqk + d0 + threadIdx.x] = n;
+    if (blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) a.m_chunks[bh * N + c] = m;
+    // its gates: key-value j enters with weight exp(g - b_j + i_j - m_next), the memory decays by
+    // exp(g + m - m_next), g = b_L
+    load_chunk_gates(a, bh, c, b, ii);
+    if (threadIdx.x == 0) {
+      const Real g = b[a.L - 1];
+      Real largest = g + m;
+      for (int64_t j = 0; j < a.L; ++j) largest = fmax(largest, g - b[j] + ii[j]);
+      decay_and_m[0] = exp(g + m - largest);
+      decay_and_m[1] = largest;
+    }
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < a.L; j += blockDim.x) {
+      weight[j] = exp(b[a.L - 1] - b[j] + ii[j] - decay_and_m[1]);
+    }
+    load_tile(a.k + bh * a.T * a.Dqk, c * a.L, a.T, a.L, a.Dqk, d0, k_tile);
+    load_tile(a.v + bh * a.T * a.Dv, c * a.L, a.T, a.L, a.Dv, e0, v_tile);
+    __syncthreads();
+    const Real decay = decay_and_m[0];
+    for (int r = 0; r < kRows; ++r) {
+      const int local_d = row + r * (kThreads / kTile);
+      Real sum = 0;
+      for (int64_t j = 0; j < a.L; ++j) sum += weight[j] * k_tile[j * kTile + local_d] * v_tile[j * kTile + e];
+      C[r] = decay * C[r] + sum;
+    }
+    if (owns_n) {
+      Real sum = 0;
+      for (int64_t j = 0; j < a.L; ++j) sum += weight[j] * k_tile[j * kTile + threadIdx.x];
+      n = decay * n + sum;
+    }
+    m = decay_and_m[1];
+    __syncthreads();  // shared memory free for the next chunk
+  }
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t d = d0 + row + r * (kThreads / kTile);
+    if (d < a.Dqk && e0 + e < a.Dv) a.C_final[(bh * a.Dqk + d) * a.Dv + e0 + e] = C[r];
+  }
+  if (owns_n) a.n_final[bh * a.Dqk + d0 + threadIdx.x] = n;
+  if (blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) a.m_final[bh] = m;
+}
+
+template <typename In, typename Real>
+__global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
+  __shared__ Real b[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], read_scale[kMaxChunk], denominator[kMaxChunk];
+  __shared__ Real S[kMaxChunk * (kMaxChunk + 1)];  // [t][j], rows padded against bank conflicts
+  __shared__ Real left[kMaxChunk * kTile], right[kMaxChunk * kTile];
+  const int64_t N = (a.T + a.L - 1) / a.L;
+  const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, e0 = blockIdx.y * kTile, t0 = c * a.L;
+  const Real scale = Real(1) / sqrt(Real(a.Dqk));
+  const Real m_enter = a.m_chunks[bh * N + c];
+  constexpr int kStride = kMaxChunk + 1;
+  load_chunk_gates(a, bh, c, b, ii);
+  // the stabiliser of every step: the largest log weight of its keys and of the entering memory
+  for (int64_t t = threadIdx.x; t < a.L; t += blockDim.x) {
+    Real largest = b[t] + m_enter;
+    for (int64_t j = 0; j <= t; ++j) largest = fmax(largest, b[t] - b[j] + ii[j]);
+    m_t[t] = largest;
+    read_scale[t] = scale * exp(b[t] + m_enter - largest);
+    denominator[t] = 0;
+  }
+  for (int64_t index = threadIdx.x; index < a.L * kStride; index += blockDim.x) S[index] = 0;
+  __syncthreads();
+  // S = Q K^T over the chunk, slice by slice of the key width; the read of n alongside
+  for (int64_t d0 = 0; d0 < a.Dqk; d0 += kTile) {
+    load_tile(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
+    load_tile(a.k + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, right);
+    __syncthreads();
+    for (int64_t index = threadIdx.x; index < a.L * a.L; index += blockDim.x) {
+      const int64_t t = index / a.L, j = index % a.L;
+      if (j > t) continue;
+      Real sum = 0;
+      for (int dd = 0; dd < kTile; ++dd) sum += left[t * kTile + dd] * right[j * kTile + dd];
+      S[t * kStride + j] += sum;
+    }
+    for (int64_t t = threadIdx.x; t < a.L; t += blockDim.x) {
+      Real sum = 0;
+      for (int dd = 0; dd < kTile && d0 + dd < a.Dqk; ++dd) {
+        sum += left[t * kTile + dd] * a.n_chunks[(bh * N + c) * a.Dqk + d0 + dd];
+      }
+      denominator[t] += read_scale[t] * sum;
+    }
+    __syncthreads();
+  }
+  // the gate weights, and the sum of every row into the denominator
+  for (int64_t index = threadIdx.x; index < a.L * a.L; index += blockDim.x) {
+    const int64_t t = index / a.L, j = index % a.L;
+    S[t * kStride + j] = j <= t ? S[t * kStride + j] * scale * exp(b[t] - b[j] + ii[j] - m_t[t]) : Real(0);
+  }
+  __syncthreads();
+  for (int64_t t = threadIdx.x; t < a.L; t += blockDim.x) {
+    Real sum = 0;
+    for (int64_t j = 0; j <= t; ++j) sum += S[t * kStride + j];
+    denominator[t] += sum;
+  }
+  // numerator = S V + (read_scale q) C_enter for this block's columns
+  const int e = threadIdx.x % kTile, row = threadIdx.x / kTile;  // this thread: h[t0 + row + 8 r, e0 + e]
+  constexpr int kRows = kMaxChunk * kTile / kThreads;
+  Real numerator[kRows];
+  load_tile(a.v + bh * a.T * a.Dv, t0, a.T, a.L, a.Dv, e0, right);
+  __syncthreads();
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t t = row + r * (kThreads / kTile);
+    Real sum = 0;
+    for (int64_t j = 0; t < a.L && j <= t; ++j) sum += S[t * kStride + j] * right[j * kTile + e];
+    numerator[r] = sum;
+  }
+  __syncthreads();
+  const Real* C_enter = a.C_chunks + (bh * N + c) * a.Dqk * a.Dv;
+  for (int64_t d0 = 0; d0 < a.Dqk; d0 += kTile) {
+    load_tile(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
+    for (int64_t index = threadIdx.x; index < kTile * kTile; index += blockDim.x) {  // C_enter[d0 + dd, e0 + e']
+      const int64_t d = d0 + index / kTile, column = e0 + index % kTile;
+      right[index] = d < a.Dqk && column < a.Dv ? C_enter[d * a.Dv + column] : Real(0);
+    }
+    __syncthreads();
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t t = row + r * (kThreads / kTile);
+      if (t >= a.L) continue;
+      Real sum = 0;
+      for (int dd = 0; dd < kTile; ++dd) sum += left[t * kTile + dd] * right[dd * kTile + e];
+      numerator[r] += read_scale[t] * sum;
+    }
+    __syncthreads();
+  }
+  const int64_t batch = bh / a.H;
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t t = row + r * (kThreads / kTile);
+    if (t >= a.L || t0 + t >= a.T || e0 + e >= a.Dv) continue;
+    const bool real = a.mask == nullptr || a.mask[batch * a.T + t0 + t];
+    const Real normaliser = fmax(fabs(denominator[t]), exp(-m_t[t])) + Real(a.eps);
+    a.h[(bh * a.T + t0 + t) * a.Dv + e0 + e] = from_real<In, Real>(real ? numerator[r] / normaliser : Real(0));
+  }
+}
+
+}  // namespace
+
+template <typename In, typename Real>
+cudaError_t mlstm_chunkwise_forward(const MLSTMChunkwiseArgs<In, Real>& args, cudaStream_t stream) {
+  if (args.L < 1 || args.L > kMaxChunk) return cudaErrorInvalidValue;
+  const int64_t N = (args.T + args.L - 1) / args.L;
+  const dim3 state_grid(args.B * args.H, (args.Dqk + kTile - 1) / kTile, (args.Dv + kTile - 1) / kTile);
+  chunk_states_kernel<In, Real><<<state_grid, kThreads, 0, stream>>>(args);
+  const cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess) return error;
+  const dim3 output_grid(args.B * args.H * N, (args.Dv + kTile - 1) / kTile);
+  chunk_outputs_kernel<In, Real><<<output_grid, kThreads, 0, stream>>>(args);
+  return cudaGetLastError();
+}
+
+template cudaError_t mlstm_chunkwise_forward<float, float>(const MLSTMChunkwiseArgs<float, float>&, cudaStream_t);
+template cudaError_t mlstm_chunkwise_forward<__nv_bfloat16, float>(const MLSTMChunkwiseArgs<__nv_bfloat16, float>&,
+                                                                   cudaStream_t);
+template cudaError_t mlstm_chunkwise_forward<__half, float>(const MLSTMChunkwiseArgs<__half, float>&, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace xlstm_hf

@@ -98,26 +98,35 @@ CHUNKWISE_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 7, 5, 9), (2, 2, 130, 16, 40), (1, 2
 @pytest.mark.parametrize("chunk_size", [1, 16, 64])
 @pytest.mark.parametrize("kind", ["none", "left", "random"])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_mlstm_chunkwise_cuda_forward_matches_reference(shape, chunk_size, kind, with_state):
+def test_mlstm_chunkwise_cuda_matches_reference(shape, chunk_size, kind, with_state):
     B, H, T, Dqk, Dv = shape
     g = torch.Generator().manual_seed(4)
-    q, k = (torch.randn(B, H, T, Dqk, generator=g, dtype=torch.float64) for _ in range(2))
-    v = torch.randn(B, H, T, Dv, generator=g, dtype=torch.float64)
-    i = torch.randn(B, H, T, generator=g, dtype=torch.float64) * 2
-    f = torch.randn(B, H, T, generator=g, dtype=torch.float64) * 2 + 3
+    inputs = {
+        "q": torch.randn(B, H, T, Dqk, generator=g, dtype=torch.float64),
+        "k": torch.randn(B, H, T, Dqk, generator=g, dtype=torch.float64),
+        "v": torch.randn(B, H, T, Dv, generator=g, dtype=torch.float64),
+        "i": torch.randn(B, H, T, generator=g, dtype=torch.float64) * 2,
+        "f": torch.randn(B, H, T, generator=g, dtype=torch.float64) * 2 + 3,
+    }
     state = (torch.randn(B, H, Dqk, Dv, generator=g, dtype=torch.float64),
              torch.randn(B, H, Dqk, generator=g, dtype=torch.float64),
              torch.randn(B, H, generator=g, dtype=torch.float64)) if with_state else None
     mask = padding_mask(B, T, kind)
-    h_ref, final_ref = ops.mlstm(q, k, v, i, f, mask=mask, initial_state=state, chunk_size=chunk_size,
-                                 backend="native")
-    with torch.no_grad():
-        h, final = compiled.mlstm_chunkwise_inference(
-            *on_gpu((q.float(), k.float(), v.float(), i.float(), f.float())), mask=on_gpu(mask),
-            initial_state=on_gpu(None if state is None else tuple(s.float() for s in state)), chunk_size=chunk_size,
-        )
-    assert not any(t.isnan().any() for t in (h, *final)), "an output element was not written"
-    assert_all_close(to_cpu([h, *final]), [t.float() for t in (h_ref, *final_ref)], torch.float32)
+
+    def reference(**kwargs):
+        return ops.mlstm(**kwargs, chunk_size=chunk_size, backend="native")
+
+    def kernel(**kwargs):
+        return compiled.mlstm_chunkwise(**kwargs, chunk_size=chunk_size)
+
+    h_ref, final_ref, grads_ref = outputs_and_gradients(reference, inputs, state, mask)
+    h, final, grads = outputs_and_gradients(
+        kernel, on_gpu({name: x.float() for name, x in inputs.items()}),
+        on_gpu(None if state is None else tuple(s.float() for s in state)), on_gpu(mask),
+    )
+    assert not any(t.isnan().any() for t in (h, *final, *grads)), "an output element was not written"
+    expected = [t.float() for t in (h_ref, *final_ref, *grads_ref)]
+    assert_all_close(to_cpu([h, *final, *grads]), expected, torch.float32)
 
 
 def test_mlstm_chunkwise_cuda_forward_in_bfloat16():
@@ -126,7 +135,7 @@ def test_mlstm_chunkwise_cuda_forward_in_bfloat16():
     i, f = torch.randn(2, 4, 200, generator=g), torch.randn(2, 4, 200, generator=g) + 3
     h_ref, _ = ops.mlstm(*(t.double() for t in (q, k, v, i, f)), backend="native")
     with torch.no_grad():
-        h, _ = ops.mlstm(*on_gpu((q, k, v, i, f)))  # takes the CUDA forward: inference, bfloat16
+        h, _ = ops.mlstm(*on_gpu((q, k, v, i, f)))  # takes the CUDA forward in bfloat16
     assert h.dtype == torch.bfloat16
     error = (h.double().cpu() - h_ref).norm() / h_ref.norm()
     assert error < 1e-2, f"relative error {error:.2e}"

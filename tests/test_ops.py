@@ -12,6 +12,7 @@ from torch.testing import assert_close
 
 from xlstm_hf import ops
 from xlstm_hf.ops.mlstm import mlstm_chunkwise, mlstm_parallel, mlstm_recurrent, mlstm_step
+from xlstm_hf.ops.mlstm.chunkwise_backward import mlstm_chunkwise_backward
 from xlstm_hf.ops.slstm import slstm_recurrent, slstm_step
 
 MLSTM_FORMS = {
@@ -289,6 +290,56 @@ def test_mlstm_gradcheck(form, masked):
         return (h, *final_state)
 
     assert gradcheck(run, leaves)
+
+
+@pytest.mark.parametrize(("T", "chunk_size"), [(1, 4), (7, 3), (20, 8), (13, 13), (65, 16)])
+@pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "initial_state"])
+@pytest.mark.parametrize("final_grads", [False, True], ids=["outputs", "outputs_and_state"])
+def test_mlstm_chunkwise_backward_written_out_equals_autograd(T, chunk_size, masked, with_state, final_grads):
+    g = torch.Generator().manual_seed(T)
+    B, H, Dqk, Dv = 2, 2, 5, 6
+    q, k = (torch.randn(B, H, T, Dqk, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(B, H, T, Dv, generator=g, dtype=torch.float64)
+    i = torch.randn(B, H, T, generator=g, dtype=torch.float64) * 2
+    f = torch.randn(B, H, T, generator=g, dtype=torch.float64) * 2 + 3
+    state = tuple(torch.randn(*shape, generator=g, dtype=torch.float64) for shape in
+                  ((B, H, Dqk, Dv), (B, H, Dqk), (B, H))) if with_state else None
+    mask = None
+    if masked:
+        mask = torch.rand(B, T, generator=g) > 0.3
+        mask[0, : T // 2] = False
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, i, f)]
+    state_leaves = [s.clone().requires_grad_() for s in state] if with_state else None
+    h, final = mlstm_chunkwise(*leaves, mask=mask, initial_state=state_leaves, chunk_size=chunk_size)
+    grad_h = torch.randn(h.shape, generator=g, dtype=torch.float64)
+    grad_final = tuple(torch.randn(s.shape, generator=g, dtype=torch.float64) for s in final) if final_grads else None
+    loss = (h * grad_h).sum() + (sum((s * d).sum() for s, d in zip(final, grad_final)) if final_grads else 0)
+    expected = torch.autograd.grad(loss, leaves + (state_leaves or []))
+    written_out = mlstm_chunkwise_backward(q, k, v, i, f, grad_h, grad_final, mask=mask, initial_state=state,
+                                           chunk_size=chunk_size)
+    for actual, wanted in zip(written_out, expected):
+        assert_close(actual, wanted, rtol=1e-10, atol=1e-12)
+
+
+def test_mlstm_chunkwise_backward_written_out_routes_ties_as_autograd():
+    """After a padded first step, i = logsigmoid(f) makes the stabiliser's candidates tie exactly (the
+    key's log weight, the entering memory's, and at the chunk end the decayed memory's): the gradient
+    is split as torch splits it."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 3, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    f = torch.randn(1, 1, 3, generator=g, dtype=torch.float64)
+    i = torch.nn.functional.logsigmoid(f)
+    mask = torch.tensor([[False, True, True]])
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, i, f)]
+    h, final = mlstm_chunkwise(*leaves, mask=mask, chunk_size=2)
+    grad_h = torch.randn(h.shape, generator=g, dtype=torch.float64)
+    grad_final = tuple(torch.randn(s.shape, generator=g, dtype=torch.float64) for s in final)
+    loss = (h * grad_h).sum() + sum((s * d).sum() for s, d in zip(final, grad_final))
+    expected = torch.autograd.grad(loss, leaves)
+    written_out = mlstm_chunkwise_backward(q, k, v, i, f, grad_h, grad_final, mask=mask, chunk_size=2)
+    for actual, wanted in zip(written_out, expected):
+        assert_close(actual, wanted, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "initial_state"])

@@ -29,7 +29,7 @@ _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
 _COMPILED_ON_CPU = (*_COMPILED, "decode_step")
 _COMPILED_ON_CUDA = ("mlstm_step", "slstm", "mlstm_chunkwise")
-_NOTES = {"mlstm_chunkwise": "; inference only (with gradients the PyTorch chunkwise runs)"}
+_NOTES = {"mlstm_chunkwise": "; the CUDA forward, the backward as written-out products (not yet a kernel)"}
 
 
 def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:
@@ -87,17 +87,9 @@ def mlstm(
         return h[:, :, None], state
     chosen, _ = choose_backend(f"mlstm_{form}", q.device, backend)  # a request that cannot be met raises
     kwargs = {"chunk_size": chunk_size} if form == "chunkwise" else {}
-    if chosen == "cuda" and _without_gradients(q, k, v, i, f, *(initial_state or ())):
-        return compiled.mlstm_chunkwise_inference(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps,
-                                                  **kwargs)
+    if chosen == "cuda" and q.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        return compiled.mlstm_chunkwise(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps, **kwargs)
     return _MLSTM_FORMS[form](q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps, **kwargs)
-
-
-def _without_gradients(*tensors: torch.Tensor) -> bool:
-    """Inference on inputs the CUDA chunkwise forward reads: nothing needs a gradient, no float64."""
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)) and tensors[0].dtype in (
-        torch.float32, torch.bfloat16, torch.float16
-    )
 
 
 def slstm(

@@ -46,7 +46,7 @@ struct SLSTMBackwardArgs {
   int64_t gh_b, gh_h, gh_t;
 };
 
-// The chunkwise mLSTM forward (inference: no tensors kept for a backward), shapes as the PyTorch reference
+// The chunkwise mLSTM forward (it keeps nothing for the backward, which recomputes), shapes as the reference
 // (src/xlstm_hf/ops/mlstm/chunkwise.py): q, k [B, H, T, Dqk], v [B, H, T, Dv] of type In; i, f [B, H, T]
 // float32; mask [B, T] or null; the initial state C [B, H, Dqk, Dv], n [B, H, Dqk],
 // m [B, H]; chunks of L <= 64 steps. Scratch: C_chunks [B, H, N, Dqk, Dv], n_chunks [B, H, N, Dqk],

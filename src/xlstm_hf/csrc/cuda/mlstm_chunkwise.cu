@@ -1,4 +1,5 @@
-// The chunkwise mLSTM (DESIGN.md 1.3) forward on the GPU, for inference and prefill, in two launches:
+// The chunkwise mLSTM (DESIGN.md 1.3) forward on the GPU, in two launches (the backward is, for now, the
+// written-out products of src/xlstm_hf/ops/mlstm/chunkwise_backward.py on the GPU's matrix units):
 //   1. the memory entering every chunk: one block per (batch row, head, 32 x 32 tile of C), walking the
 //      chunks in order; each chunk adds its keys and values weighted by their gates in one product;
 //   2. the outputs: one block per (batch row, head, chunk, 32 columns of h), the attention-like product

@@ -292,6 +292,18 @@ def test_compiled_block_step_matches_the_modules(name, batch, monkeypatch):
     assert_all_close(leaves, native_leaves, torch.float32)
 
 
+@pytest.mark.parametrize("name", ["neurips", "large"])
+def test_decode_step_operator_passes_opcheck(name):
+    model = decode_model(name, "auto")
+    backbone = model.backbone
+    with torch.no_grad():
+        cache = model(torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))).cache
+    states, layout = backbone._decode_states(cache)
+    parameters = [None if p is None else p.detach() for p in backbone._decode_parameters()]
+    args = (torch.randn(2, 32), parameters, states, layout, *backbone.decode_settings)
+    torch.library.opcheck(torch.ops.xlstm_hf.decode_step.default, args)
+
+
 class Adapter(torch.nn.Module):
     """A stand-in for an adapter such as LoRA wrapping a projection."""
 

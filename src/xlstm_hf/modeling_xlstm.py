@@ -743,11 +743,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
     def _decode_compiled(self, hidden_states: torch.Tensor, cache: XLSTMCache, parameters: list) -> torch.Tensor:
         """[B, 1, hidden] through every block and the out norm in one compiled call (csrc/decode_cpu.cpp);
         the cache moves on by one token."""
-        states, layout = [], []
-        for block, ((conv_history, cell_state), _) in zip(self.blocks, cache.layer_states):
-            block_states = [conv_history, *cell_state] if conv_history is not None else list(cell_state)
-            states += block_states
-            layout += [block.mixer.decode_kind, block.decode_activation, len(block_states)]
+        states, layout = self._decode_states(cache)
         hidden, new_states = torch.ops.xlstm_hf.decode_step(
             hidden_states[:, 0], parameters, states, layout, *self.decode_settings
         )
@@ -759,6 +755,16 @@ class XLSTMModel(XLSTMPreTrainedModel):
             else:
                 cache.layer_states[idx] = ((None, tuple(block_states)), None)
         return hidden[:, None]
+
+    def _decode_states(self, cache: XLSTMCache) -> tuple[list[torch.Tensor], list[int]]:
+        """The states of every block in `cache` as the compiled one-token step reads them, and its layout:
+        (block kind, feed-forward activation, number of state tensors) per block."""
+        states, layout = [], []
+        for block, ((conv_history, cell_state), _) in zip(self.blocks, cache.layer_states):
+            block_states = [conv_history, *cell_state] if conv_history is not None else list(cell_state)
+            states += block_states
+            layout += [block.mixer.decode_kind, block.decode_activation, len(block_states)]
+        return states, layout
 
     def _resolve_use_cache(self, cache: XLSTMCache | None, use_cache: bool | None) -> bool:
         if self.config.bidirectional:

@@ -31,7 +31,7 @@ def main() -> None:
         extra_ldflags=["-fopenmp"],
         is_python_module=False,
     )
-    ops = ("slstm_forward", "slstm_backward", "mlstm_step", "mlstm_chunkwise_forward")
+    ops = ("slstm_forward", "slstm_backward", "mlstm_step", "mlstm_chunkwise_forward", "mlstm_chunkwise_backward")
     missing = [op for op in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(f"xlstm_hf::{op}", "CUDA")]
     assert not missing, f"no CUDA kernel registered for {missing}"
     print(f"the extension builds and loads with torch {torch.__version__}; CUDA kernels of {', '.join(ops)}")

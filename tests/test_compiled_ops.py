@@ -8,7 +8,6 @@ they are skipped."""
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
@@ -117,30 +116,6 @@ def test_mlstm_step_operator_passes_opcheck(with_mask):
     mask = torch.tensor([True, False]) if with_mask else None
     args = (*(x.requires_grad_() for x in (*inputs, *state)), mask, 1e-6)
     torch.library.opcheck(torch.ops.xlstm_hf.mlstm_step.default, args)
-
-
-# ---- the autograd formula of the CUDA chunkwise mLSTM (its kernel runs on GPUs only) ----------------------
-
-
-def test_cuda_chunkwise_backward_formula_gives_the_reference_gradients():
-    """The formula registered for `mlstm_chunkwise_forward` on the reference's saved inputs, as autograd
-    calls it: its gradients, in the inputs' order and dtypes, are the reference's."""
-    g = torch.Generator().manual_seed(0)
-    q, k = (torch.randn(2, 2, 11, 4, generator=g) for _ in range(2))
-    v = torch.randn(2, 2, 11, 6, generator=g)
-    i, f = torch.randn(2, 2, 11, generator=g), torch.randn(2, 2, 11, generator=g) + 3
-    state = (torch.randn(2, 2, 4, 6, generator=g), torch.randn(2, 2, 4, generator=g), torch.randn(2, 2, generator=g))
-    mask = padding_mask(2, 11, "left")
-    leaves = [x.clone().requires_grad_() for x in (q, k, v, i, f, *state)]
-    h, final = ops.mlstm_chunkwise(*leaves[:5], mask=mask, initial_state=tuple(leaves[5:]), chunk_size=4)
-    grad_h = torch.randn(h.shape, generator=g)
-    expected = torch.autograd.grad((h * grad_h).sum() + final[2].sum(), leaves)
-    ctx = types.SimpleNamespace(saved_tensors=(q, k, v, i, f, mask, *state), chunk_size=4, eps=1e-6)
-    grads = compiled._mlstm_chunkwise_backward(ctx, grad_h, None, None, torch.ones(2, 2))
-    assert grads[5] is None and grads[9:] == (None, None)
-    actual = [grad for grad in grads if grad is not None]
-    assert all(a.dtype == e.dtype for a, e in zip(actual, expected))
-    assert_all_close(actual, expected, torch.float32)
 
 
 # ---- causal convolution -------------------------------------------------------------------------------

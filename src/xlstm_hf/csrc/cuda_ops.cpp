@@ -96,29 +96,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_step_cuda(
   return {h_out, C_out, n_out, m_out};
 }
 
-template <typename In>
-void launch_chunkwise(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
-                      const at::Tensor& f, const at::Tensor& mask, const at::Tensor& C, const at::Tensor& n,
-                      const at::Tensor& m, std::vector<at::Tensor>& scratch, std::vector<at::Tensor>& final_state,
-                      at::Tensor& h, int64_t L, double eps) {
-  const auto in = [](const at::Tensor& t) { return reinterpret_cast<const In*>(t.data_ptr()); };
-  const cuda::MLSTMChunkwiseArgs<In, float> args{
-      in(q), in(k), in(v), i.data_ptr<float>(), f.data_ptr<float>(), C.data_ptr<float>(), n.data_ptr<float>(),
-      m.data_ptr<float>(), mask_data(mask), scratch[0].data_ptr<float>(), scratch[1].data_ptr<float>(),
-      scratch[2].data_ptr<float>(), final_state[0].data_ptr<float>(), final_state[1].data_ptr<float>(),
-      final_state[2].data_ptr<float>(), reinterpret_cast<In*>(h.data_ptr()), q.size(0), q.size(1), q.size(2),
-      q.size(3), v.size(3), L, eps};
-  check_launch(cuda::mlstm_chunkwise_forward(args, c10::cuda::getCurrentCUDAStream()), "mlstm_chunkwise_forward");
-}
+// The chunkwise mLSTM's inputs, checked and laid out as the kernels read them (launch.h), and its scratch.
+struct Chunkwise {
+  at::Tensor q, k, v, i, f, mask, C, n, m;  // q, k, v of one dtype; the others float32
+  at::Tensor C_chunks, n_chunks, m_chunks, C_final, n_final, m_final;
+  int64_t B, H, T, Dqk, Dv, L;
+  double eps;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_chunkwise_forward_cuda(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i, const at::Tensor& f,
-    const c10::optional<at::Tensor>& mask, const at::Tensor& C, const at::Tensor& n, const at::Tensor& m,
-    int64_t chunk_size, double eps) {
+  template <typename In>
+  cuda::MLSTMChunkwiseArgs<In, float> args(at::Tensor& h) const {
+    const auto in = [](const at::Tensor& t) { return reinterpret_cast<const In*>(t.data_ptr()); };
+    return {in(q), in(k), in(v), i.data_ptr<float>(), f.data_ptr<float>(), C.data_ptr<float>(),
+            n.data_ptr<float>(), m.data_ptr<float>(), mask_data(mask), C_chunks.data_ptr<float>(),
+            n_chunks.data_ptr<float>(), m_chunks.data_ptr<float>(), C_final.data_ptr<float>(),
+            n_final.data_ptr<float>(), m_final.data_ptr<float>(), reinterpret_cast<In*>(h.data_ptr()), B, H, T, Dqk,
+            Dv, L, eps};
+  }
+};
+
+Chunkwise prepare_chunkwise(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i,
+                            const at::Tensor& f, const c10::optional<at::Tensor>& mask, const at::Tensor& C,
+                            const at::Tensor& n, const at::Tensor& m, int64_t chunk_size, double eps) {
   TORCH_CHECK(q.dim() == 4 && k.sizes() == q.sizes() && v.dim() == 4 && v.sizes().slice(0, 3) == q.sizes().slice(0, 3),
               "q, k must be [B, H, T, Dqk] and v [B, H, T, Dv]");
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dqk = q.size(3), Dv = v.size(3);
   TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), "q, k, v must share a dtype");
+  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf,
+              "the chunkwise mLSTM takes float32, bfloat16 or float16 q, k, v, got ", q.scalar_type());
   TORCH_CHECK(i.sizes() == at::IntArrayRef({B, H, T}) && f.sizes() == i.sizes(), "i and f must be [B, H, T]");
   TORCH_CHECK(C.sizes() == at::IntArrayRef({B, H, Dqk, Dv}) && n.sizes() == at::IntArrayRef({B, H, Dqk}) &&
                   m.sizes() == at::IntArrayRef({B, H}),
@@ -127,39 +131,84 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_chunkwise_forwa
   if (mask.has_value()) {
     TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, T}) && mask->scalar_type() == at::kBool, "mask must be bool [B, T]");
   }
-  const c10::cuda::CUDAGuard guard(q.device());
   const auto as_float = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
   const int64_t N = (T + chunk_size - 1) / chunk_size;
   const at::TensorOptions floats = q.options().dtype(at::kFloat);
-  std::vector<at::Tensor> scratch{at::empty({B, H, N, Dqk, Dv}, floats), at::empty({B, H, N, Dqk}, floats),
-                                  at::empty({B, H, N}, floats)};
-  std::vector<at::Tensor> final_state{at::empty({B, H, Dqk, Dv}, floats), at::empty({B, H, Dqk}, floats),
-                                      at::empty({B, H}, floats)};
-  at::Tensor h = at::empty({B, H, T, Dv}, v.options());
-  const at::Tensor i_c = as_float(i), f_c = as_float(f), C_c = as_float(C), n_c = as_float(n), m_c = as_float(m);
-  switch (q.scalar_type()) {
-    case at::kFloat:
-      launch_chunkwise<float>(qc, kc, vc, i_c, f_c, mask_c, C_c, n_c, m_c, scratch, final_state, h, chunk_size, eps);
-      break;
-    case at::kBFloat16:
-      launch_chunkwise<__nv_bfloat16>(qc, kc, vc, i_c, f_c, mask_c, C_c, n_c, m_c, scratch, final_state, h,
-                                      chunk_size, eps);
-      break;
-    case at::kHalf:
-      launch_chunkwise<__half>(qc, kc, vc, i_c, f_c, mask_c, C_c, n_c, m_c, scratch, final_state, h, chunk_size, eps);
-      break;
-    default:
-      TORCH_CHECK(false, "mlstm_chunkwise_forward takes float32, bfloat16 or float16 q, k, v, got ", q.scalar_type());
+  return {q.contiguous(), k.contiguous(), v.contiguous(), as_float(i), as_float(f),
+          mask.has_value() ? mask->contiguous() : at::Tensor(), as_float(C), as_float(n), as_float(m),
+          at::empty({B, H, N, Dqk, Dv}, floats), at::empty({B, H, N, Dqk}, floats), at::empty({B, H, N}, floats),
+          at::empty({B, H, Dqk, Dv}, floats), at::empty({B, H, Dqk}, floats), at::empty({B, H}, floats),
+          B, H, T, Dqk, Dv, chunk_size, eps};
+}
+
+// Calls `launch.template operator()<In>()` with In the CUDA type of the chunkwise inputs' dtype.
+template <typename Launch>
+void dispatch_chunkwise(at::ScalarType dtype, const Launch& launch) {
+  switch (dtype) {
+    case at::kFloat: launch.template operator()<float>(); break;
+    case at::kBFloat16: launch.template operator()<__nv_bfloat16>(); break;
+    default: launch.template operator()<__half>(); break;  // checked by prepare_chunkwise
   }
-  return {h, final_state[0], final_state[1], final_state[2]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlstm_chunkwise_forward_cuda(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& i, const at::Tensor& f,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& C, const at::Tensor& n, const at::Tensor& m,
+    int64_t chunk_size, double eps) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  const Chunkwise inputs = prepare_chunkwise(q, k, v, i, f, mask, C, n, m, chunk_size, eps);
+  at::Tensor h = at::empty({inputs.B, inputs.H, inputs.T, inputs.Dv}, v.options());
+  dispatch_chunkwise(q.scalar_type(), [&]<typename In>() {
+    check_launch(cuda::mlstm_chunkwise_forward(inputs.args<In>(h), c10::cuda::getCurrentCUDAStream()),
+                 "mlstm_chunkwise_forward");
+  });
+  return {h, inputs.C_final, inputs.n_final, inputs.m_final};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+mlstm_chunkwise_backward_cuda(const at::Tensor& grad_h, const at::Tensor& grad_C, const at::Tensor& grad_n,
+                              const at::Tensor& grad_m, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& i, const at::Tensor& f, const c10::optional<at::Tensor>& mask,
+                              const at::Tensor& C, const at::Tensor& n, const at::Tensor& m, int64_t chunk_size,
+                              double eps) {
+  const c10::cuda::CUDAGuard guard(q.device());
+  const Chunkwise inputs = prepare_chunkwise(q, k, v, i, f, mask, C, n, m, chunk_size, eps);
+  const int64_t B = inputs.B, H = inputs.H, T = inputs.T, L = inputs.L, N = (T + L - 1) / L;
+  TORCH_CHECK(grad_h.sizes() == v.sizes() && grad_C.sizes() == C.sizes() && grad_n.sizes() == n.sizes() &&
+                  grad_m.sizes() == m.sizes(),
+              "the gradients must have the shapes of h and of the final state");
+  at::Tensor gh = grad_h.to(q.scalar_type());  // the reference zeroes h at padded steps: no gradient there
+  gh = (mask.has_value() ? gh.masked_fill(~(*mask).view({B, 1, T, 1}), 0) : gh).contiguous();
+  const at::Tensor dC_final = grad_C.to(at::kFloat).contiguous(), dn_final = grad_n.to(at::kFloat).contiguous();
+  const at::Tensor dm_final = grad_m.to(at::kFloat).contiguous();
+  const at::TensorOptions floats = q.options().dtype(at::kFloat);
+  at::Tensor dC_out = at::empty_like(inputs.C_chunks), dn_out = at::empty_like(inputs.n_chunks);
+  at::Tensor dm_out = at::empty({B, H, N}, floats), d_decay = at::zeros({B, H, N}, floats);
+  at::Tensor da = at::empty({B, H, N, L}, floats), db = at::empty({B, H, N, L}, floats);
+  at::Tensor dii = at::empty({B, H, N, L}, floats);
+  at::Tensor dq = at::empty(q.sizes(), floats), dk = at::empty(k.sizes(), floats), dv = at::empty(v.sizes(), floats);
+  at::Tensor di = at::empty({B, H, T}, floats), df = at::empty({B, H, T}, floats);
+  at::Tensor dC0 = at::empty_like(inputs.C), dn0 = at::empty_like(inputs.n), dm0 = at::empty_like(inputs.m);
+  at::Tensor unused_h = at::empty({0}, v.options());
+  dispatch_chunkwise(q.scalar_type(), [&]<typename In>() {
+    const cuda::MLSTMChunkwiseBackwardArgs<In, float> args{
+        inputs.args<In>(unused_h), reinterpret_cast<const In*>(gh.data_ptr()), dC_final.data_ptr<float>(),
+        dn_final.data_ptr<float>(), dm_final.data_ptr<float>(), dC_out.data_ptr<float>(), dn_out.data_ptr<float>(),
+        dm_out.data_ptr<float>(), d_decay.data_ptr<float>(), da.data_ptr<float>(), db.data_ptr<float>(),
+        dii.data_ptr<float>(), dq.data_ptr<float>(), dk.data_ptr<float>(), dv.data_ptr<float>(),
+        di.data_ptr<float>(), df.data_ptr<float>(), dC0.data_ptr<float>(), dn0.data_ptr<float>(),
+        dm0.data_ptr<float>()};
+    check_launch(cuda::mlstm_chunkwise_backward(args, c10::cuda::getCurrentCUDAStream()), "mlstm_chunkwise_backward");
+  });
+  return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()), di.to(i.scalar_type()),
+          df.to(f.scalar_type()), dC0.to(C.scalar_type()), dn0.to(n.scalar_type()), dm0.to(m.scalar_type())};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(xlstm_hf, CUDA, m) {
   m.impl("mlstm_chunkwise_forward", &mlstm_chunkwise_forward_cuda);
+  m.impl("mlstm_chunkwise_backward", &mlstm_chunkwise_backward_cuda);
   m.impl("slstm_forward", &slstm_forward_cuda);
   m.impl("slstm_backward", &slstm_backward_cuda);
   m.impl("mlstm_step", &mlstm_step_cuda);

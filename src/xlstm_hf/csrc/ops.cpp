@@ -18,10 +18,14 @@ TORCH_LIBRARY(xlstm_hf, m) {
   // one mLSTM step for all heads: -> (h [B, H, Dv], C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H])
   m.def("mlstm_step(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor C, Tensor n, Tensor m, Tensor? mask,"
         " float eps) -> (Tensor, Tensor, Tensor, Tensor)");
-  // the chunkwise mLSTM forward (CUDA; its backward is registered from Python): q, k [B, H, T, Dqk], v [B, H, T, Dv], i, f [B, H, T], the
+  // the chunkwise mLSTM forward (CUDA): q, k [B, H, T, Dqk], v [B, H, T, Dv], i, f [B, H, T], the
   // initial state C, n, m -> (h [B, H, T, Dv], the final C, n, m)
   m.def("mlstm_chunkwise_forward(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor? mask, Tensor C,"
         " Tensor n, Tensor m, int chunk_size, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+  // its backward from the gradients of h and of the final state -> (dq, dk, dv, di, df, dC, dn, dm)
+  m.def("mlstm_chunkwise_backward(Tensor grad_h, Tensor grad_C, Tensor grad_n, Tensor grad_m, Tensor q, Tensor k,"
+        " Tensor v, Tensor i, Tensor f, Tensor? mask, Tensor C, Tensor n, Tensor m, int chunk_size, float eps)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // one token through the block stack and the out norm (inference): hidden [B, hidden] -> (hidden, the new
   // states); parameters and states in the order of src/xlstm_hf/modeling_xlstm.py (decode_parameters),
   // layout: (kind, feed-forward activation, number of state tensors) per block

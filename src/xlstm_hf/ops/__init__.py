@@ -29,7 +29,6 @@ _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
 _COMPILED_ON_CPU = (*_COMPILED, "decode_step")
 _COMPILED_ON_CUDA = ("mlstm_step", "slstm", "mlstm_chunkwise")
-_NOTES = {"mlstm_chunkwise": "; the CUDA forward, the backward as written-out products (not yet a kernel)"}
 
 
 def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:
@@ -48,7 +47,7 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tu
         return "native", f"no compiled kernel for this op on {device.type}"
     available, why = extension_status()
     if available and (device.type == "cpu" or extension_has_cuda()):
-        return compiled_backend, f"the compiled kernels are {why}{_NOTES.get(op, '')}"
+        return compiled_backend, f"the compiled kernels are {why}"
     if available:
         why = "built without CUDA (no GPU or no nvcc when it was built)"
     if requested != "auto":

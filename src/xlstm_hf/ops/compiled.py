@@ -7,7 +7,6 @@ import torch
 
 from .gates import at_least_float32
 from .mlstm.chunkwise import MLSTMState, zero_mlstm_state
-from .mlstm.chunkwise_backward import mlstm_chunkwise_backward
 from .mlstm.recurrent import mlstm_step as mlstm_step_reference
 from .slstm.recurrent import SLSTMState
 
@@ -45,9 +44,8 @@ def mlstm_chunkwise(
     chunk_size: int = 64,
     eps: float = 1e-6,
 ) -> tuple[torch.Tensor, MLSTMState]:
-    """`mlstm_chunkwise` of the reference with the CUDA forward: same arguments and results. Chunks hold at
-    most 64 steps here (the forms agree for any chunk size); the backward is the written-out one
-    (mlstm/chunkwise_backward.py), on the GPU's matrix products."""
+    """`mlstm_chunkwise` of the reference as the CUDA forward and backward kernels: same arguments and
+    results. Chunks hold at most 64 steps here (the forms agree for any chunk size)."""
     C, n, m = initial_state if initial_state is not None else zero_mlstm_state(q, v)
     L = max(1, min(chunk_size, 64, q.shape[2]))
     h, C, n, m = torch.ops.xlstm_hf.mlstm_chunkwise_forward(q, k, v.to(q.dtype), i, f, mask, C, n, m, L, eps)
@@ -130,14 +128,18 @@ def _mlstm_chunkwise_setup_context(ctx, inputs, output):
 
 def _mlstm_chunkwise_backward(ctx, grad_h, grad_C, grad_n, grad_m):
     q, k, v, i, f, mask, C, n, m = ctx.saved_tensors
-    if grad_h is None:
-        grad_h = torch.zeros_like(v)
-    grads = mlstm_chunkwise_backward(
-        q, k, v, i, f, grad_h, (grad_C, grad_n, grad_m), mask=mask, initial_state=(C, n, m),
-        chunk_size=ctx.chunk_size, eps=ctx.eps,
+    grad_h, grad_C, grad_n, grad_m = (
+        grad if grad is not None else torch.zeros_like(x) for grad, x in zip((grad_h, grad_C, grad_n, grad_m),
+                                                                               (v, C, n, m))
     )
-    dq, dk, dv, di, df, dC, dn, dm = (grad.to(x.dtype) for grad, x in zip(grads, (q, k, v, i, f, C, n, m)))
+    dq, dk, dv, di, df, dC, dn, dm = torch.ops.xlstm_hf.mlstm_chunkwise_backward(
+        grad_h, grad_C.float(), grad_n.float(), grad_m.float(), q, k, v, i, f, mask, C, n, m, ctx.chunk_size, ctx.eps
+    )
     return dq, dk, dv, di, df, None, dC, dn, dm, None, None
+
+
+def _mlstm_chunkwise_backward_fake(grad_h, grad_C, grad_n, grad_m, q, k, v, i, f, mask, C, n, m, chunk_size, eps):
+    return tuple(torch.empty_like(x) for x in (q, k, v, i, f, C, n, m))
 
 
 # ---- causal convolution: fake kernels and autograd -------------------------------------------------------
@@ -202,6 +204,7 @@ def register_python_parts() -> None:
         "xlstm_hf::slstm_forward", _slstm_backward, setup_context=_slstm_setup_context
     )
     torch.library.register_fake("xlstm_hf::mlstm_chunkwise_forward", _mlstm_chunkwise_forward_fake)
+    torch.library.register_fake("xlstm_hf::mlstm_chunkwise_backward", _mlstm_chunkwise_backward_fake)
     torch.library.register_autograd(
         "xlstm_hf::mlstm_chunkwise_forward", _mlstm_chunkwise_backward, setup_context=_mlstm_chunkwise_setup_context
     )

@@ -62,6 +62,21 @@ struct MLSTMChunkwiseArgs {
   double eps;
 };
 
+// The chunkwise mLSTM backward (the specification: src/xlstm_hf/ops/mlstm/chunkwise_backward.py): the
+// forward's arguments (their h and final-state pointers serve as scratch) and the gradients of its outputs,
+// grad_h [B, H, T, Dv] of type In and grad_C, grad_n, grad_m of the final state. Float32 scratch:
+// dC_out [B, H, N, Dqk, Dv] and dn_out [B, H, N, Dqk] (what the outputs send to the memory entering each
+// chunk, then the gradient of the memory leaving it), dm_out, d_decay (zeroed) [B, H, N], da, db, dii
+// [B, H, N, L]. -> float32 dq, dk, dv (shapes of q, k, v), di, df [B, H, T], dC0, dn0, dm0 (initial state).
+template <typename In, typename Real>
+struct MLSTMChunkwiseBackwardArgs {
+  MLSTMChunkwiseArgs<In, Real> forward;
+  const In* grad_h;
+  const Real *grad_C, *grad_n, *grad_m;
+  Real *dC_out, *dn_out, *dm_out, *d_decay, *da, *db, *dii;
+  Real *dq, *dk, *dv, *di, *df, *dC0, *dn0, *dm0;
+};
+
 // Each launcher checks nothing the binding has not checked; it returns the launch's error, if any.
 template <typename Real>
 cudaError_t mlstm_step(const MLSTMStepArgs<Real>& args, cudaStream_t stream);
@@ -71,6 +86,10 @@ template <typename Real>
 cudaError_t slstm_backward(const SLSTMBackwardArgs<Real>& args, cudaStream_t stream);
 template <typename In, typename Real>
 cudaError_t mlstm_chunkwise_forward(const MLSTMChunkwiseArgs<In, Real>& args, cudaStream_t stream);
+template <typename In, typename Real>
+cudaError_t mlstm_chunk_states(const MLSTMChunkwiseArgs<In, Real>& args, cudaStream_t stream);
+template <typename In, typename Real>
+cudaError_t mlstm_chunkwise_backward(const MLSTMChunkwiseBackwardArgs<In, Real>& args, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace xlstm_hf

@@ -1,5 +1,5 @@
-// The chunkwise mLSTM (DESIGN.md 1.3) forward on the GPU, in two launches (the backward is, for now, the
-// written-out products of src/xlstm_hf/ops/mlstm/chunkwise_backward.py on the GPU's matrix units):
+// The chunkwise mLSTM (DESIGN.md 1.3) forward on the GPU, in two launches (the backward:
+// mlstm_chunkwise_backward.cu):
 //   1. the memory entering every chunk: one block per (batch row, head, 32 x 32 tile of C), walking the
 //      chunks in order; each chunk adds its keys and values weighted by their gates in one product;
 //   2. the outputs: one block per (batch row, head, chunk, 32 columns of h), the attention-like product
@@ -7,14 +7,7 @@
 //      recurrence, so that the forms agree to rounding.
 // Float32 arithmetic on float32, bfloat16 or float16 inputs; the per-element math is pointwise.h's.
 // Layouts in launch.h. A first, plain version: tiles in shared memory, no tensor cores yet.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <type_traits>
-
-#include "launch.h"
-
-#include "../pointwise.h"
+#include "chunk_tiles.cuh"
 
 namespace xlstm_hf {
 namespace cuda {
@@ -23,61 +16,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kTile = 32;      // rows or columns of a tile of C or h
 constexpr int kMaxChunk = 64;  // L
-
-template <typename Real>
-__device__ Real to_real(float x) {
-  return Real(x);
-}
-template <typename Real>
-__device__ Real to_real(double x) {
-  return Real(x);
-}
-template <typename Real>
-__device__ Real to_real(__nv_bfloat16 x) {
-  return Real(__bfloat162float(x));
-}
-template <typename Real>
-__device__ Real to_real(__half x) {
-  return Real(__half2float(x));
-}
-template <typename In, typename Real>
-__device__ In from_real(Real x) {
-  if constexpr (std::is_same_v<In, __nv_bfloat16>) {
-    return __float2bfloat16(static_cast<float>(x));
-  } else if constexpr (std::is_same_v<In, __half>) {
-    return __float2half(static_cast<float>(x));
-  } else {
-    return static_cast<In>(x);
-  }
-}
-
-// The gates of chunk c in shared memory: cumulative log forget gates b[j] from the chunk start and input
-// gates ii[j]; padded steps and the steps past T are identity steps (log f = 0, i = -inf).
-template <typename In, typename Real>
-__device__ void load_chunk_gates(const MLSTMChunkwiseArgs<In, Real>& a, int64_t bh, int64_t c, Real* b, Real* ii) {
-  const int64_t batch = bh / a.H;
-  for (int64_t j = threadIdx.x; j < a.L; j += blockDim.x) {
-    const int64_t t = c * a.L + j;
-    const bool real = t < a.T && (a.mask == nullptr || a.mask[batch * a.T + t]);
-    b[j] = real ? log_sigmoid(a.f[bh * a.T + t]) : Real(0);
-    ii[j] = real ? a.i[bh * a.T + t] : Real(kMaskedLogGate);
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int64_t j = 1; j < a.L; ++j) b[j] += b[j - 1];
-  }
-  __syncthreads();
-}
-
-// rows [0, L) x columns [column0, column0 + kTile) of x [T, width] (the chunk starting at row t0) as Real,
-// zero past T
-template <typename In, typename Real>
-__device__ void load_tile(const In* x, int64_t t0, int64_t T, int64_t L, int64_t width, int64_t column0, Real* tile) {
-  for (int64_t index = threadIdx.x; index < L * kTile; index += blockDim.x) {
-    const int64_t j = index / kTile, column = column0 + index % kTile;
-    tile[index] = t0 + j < T && column < width ? to_real<Real>(x[(t0 + j) * width + column]) : Real(0);
-  }
-}
 
 template <typename In, typename Real>
 __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
@@ -115,8 +53,8 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
     for (int64_t j = threadIdx.x; j < a.L; j += blockDim.x) {
       weight[j] = exp(b[a.L - 1] - b[j] + ii[j] - decay_and_m[1]);
     }
-    load_tile(a.k + bh * a.T * a.Dqk, c * a.L, a.T, a.L, a.Dqk, d0, k_tile);
-    load_tile(a.v + bh * a.T * a.Dv, c * a.L, a.T, a.L, a.Dv, e0, v_tile);
+    load_tile<kTile>(a.k + bh * a.T * a.Dqk, c * a.L, a.T, a.L, a.Dqk, d0, k_tile);
+    load_tile<kTile>(a.v + bh * a.T * a.Dv, c * a.L, a.T, a.L, a.Dv, e0, v_tile);
     __syncthreads();
     const Real decay = decay_and_m[0];
     for (int r = 0; r < kRows; ++r) {
@@ -164,8 +102,8 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   __syncthreads();
   // S = Q K^T over the chunk, slice by slice of the key width; the read of n alongside
   for (int64_t d0 = 0; d0 < a.Dqk; d0 += kTile) {
-    load_tile(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
-    load_tile(a.k + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, right);
+    load_tile<kTile>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
+    load_tile<kTile>(a.k + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, right);
     __syncthreads();
     for (int64_t index = threadIdx.x; index < a.L * a.L; index += blockDim.x) {
       const int64_t t = index / a.L, j = index % a.L;
@@ -198,7 +136,7 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   const int e = threadIdx.x % kTile, row = threadIdx.x / kTile;  // this thread: h[t0 + row + 8 r, e0 + e]
   constexpr int kRows = kMaxChunk * kTile / kThreads;
   Real numerator[kRows];
-  load_tile(a.v + bh * a.T * a.Dv, t0, a.T, a.L, a.Dv, e0, right);
+  load_tile<kTile>(a.v + bh * a.T * a.Dv, t0, a.T, a.L, a.Dv, e0, right);
   __syncthreads();
   for (int r = 0; r < kRows; ++r) {
     const int64_t t = row + r * (kThreads / kTile);
@@ -209,7 +147,7 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   __syncthreads();
   const Real* C_enter = a.C_chunks + (bh * N + c) * a.Dqk * a.Dv;
   for (int64_t d0 = 0; d0 < a.Dqk; d0 += kTile) {
-    load_tile(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
+    load_tile<kTile>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
     for (int64_t index = threadIdx.x; index < kTile * kTile; index += blockDim.x) {  // C_enter[d0 + dd, e0 + e']
       const int64_t d = d0 + index / kTile, column = e0 + index % kTile;
       right[index] = d < a.Dqk && column < a.Dv ? C_enter[d * a.Dv + column] : Real(0);
@@ -237,18 +175,27 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
 }  // namespace
 
 template <typename In, typename Real>
-cudaError_t mlstm_chunkwise_forward(const MLSTMChunkwiseArgs<In, Real>& args, cudaStream_t stream) {
+cudaError_t mlstm_chunk_states(const MLSTMChunkwiseArgs<In, Real>& args, cudaStream_t stream) {
   if (args.L < 1 || args.L > kMaxChunk) return cudaErrorInvalidValue;
-  const int64_t N = (args.T + args.L - 1) / args.L;
   const dim3 state_grid(args.B * args.H, (args.Dqk + kTile - 1) / kTile, (args.Dv + kTile - 1) / kTile);
   chunk_states_kernel<In, Real><<<state_grid, kThreads, 0, stream>>>(args);
-  const cudaError_t error = cudaGetLastError();
+  return cudaGetLastError();
+}
+
+template <typename In, typename Real>
+cudaError_t mlstm_chunkwise_forward(const MLSTMChunkwiseArgs<In, Real>& args, cudaStream_t stream) {
+  const cudaError_t error = mlstm_chunk_states(args, stream);
   if (error != cudaSuccess) return error;
+  const int64_t N = (args.T + args.L - 1) / args.L;
   const dim3 output_grid(args.B * args.H * N, (args.Dv + kTile - 1) / kTile);
   chunk_outputs_kernel<In, Real><<<output_grid, kThreads, 0, stream>>>(args);
   return cudaGetLastError();
 }
 
+template cudaError_t mlstm_chunk_states<float, float>(const MLSTMChunkwiseArgs<float, float>&, cudaStream_t);
+template cudaError_t mlstm_chunk_states<__nv_bfloat16, float>(const MLSTMChunkwiseArgs<__nv_bfloat16, float>&,
+                                                              cudaStream_t);
+template cudaError_t mlstm_chunk_states<__half, float>(const MLSTMChunkwiseArgs<__half, float>&, cudaStream_t);
 template cudaError_t mlstm_chunkwise_forward<float, float>(const MLSTMChunkwiseArgs<float, float>&, cudaStream_t);
 template cudaError_t mlstm_chunkwise_forward<__nv_bfloat16, float>(const MLSTMChunkwiseArgs<__nv_bfloat16, float>&,
                                                                    cudaStream_t);

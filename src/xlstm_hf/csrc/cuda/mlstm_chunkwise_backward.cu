@@ -1,0 +1,501 @@
+// The chunkwise mLSTM backward on the GPU, the products of src/xlstm_hf/ops/mlstm/chunkwise_backward.py
+// (held to autograd in float64) as five launches after recomputing the memory entering every chunk:
+//   1. per chunk, the outputs backwards: the step scalars (normaliser, stabiliser routing), dq, and the
+//      parts of dk, dv, the gates and the entering memory that come through the chunk's outputs;
+//   2. per tile of the memory, the reverse loop over chunks: the gradient of the memory leaving every chunk;
+//   3. per chunk, what the keys and values wrote into the memory: the rest of dk, dv;
+//   4. per (batch row, head), the stabilisers of the memory backwards, chunk by chunk (scalars);
+//   5. per chunk, the gate gradients from the cumulative log forget gates.
+// Float32 arithmetic; tiles of 16 columns in shared memory; no tensor cores yet.
+#include "chunk_tiles.cuh"
+
+namespace xlstm_hf {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kCols = 16;      // columns of a tile of q, k, v, h or of the memory
+constexpr int kMaxChunk = 64;  // L
+constexpr int kStateTile = 32;  // the memory tiles of launch 2
+
+template <typename Real>
+__device__ void route_max(Real a, Real b, Real grad, Real& grad_a, Real& grad_b) {
+  const Real share = a > b ? Real(1) : (a == b ? Real(0.5) : Real(0));
+  grad_a = grad * share;
+  grad_b = grad * (Real(1) - share);
+}
+
+// The sum of `value` over the block (every thread gets it); `scratch` holds a value per warp.
+template <typename Real>
+__device__ Real block_sum(Real value, Real* scratch) {
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
+  __syncthreads();
+  Real total = 0;
+  for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += scratch[w];
+  __syncthreads();
+  return total;
+}
+
+// U[t][dd] = sum_e grad_h[t, e] C[d0 + dd, e] for the chunk's rows: the memory read backwards, one tile of
+// key columns, over all value columns
+template <typename In, typename Real>
+__device__ void memory_times_grad(const MLSTMChunkwiseBackwardArgs<In, Real>& a, int64_t bh, int64_t c, int64_t d0,
+                                  Real* gh_tile, Real* C_tile, Real* U) {
+  const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
+  const int64_t N = (f.T + f.L - 1) / f.L;
+  const Real* C = f.C_chunks + (bh * N + c) * f.Dqk * f.Dv;
+  for (int64_t index = threadIdx.x; index < f.L * kCols; index += blockDim.x) U[index] = 0;
+  for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
+    load_tile<kCols>(a.grad_h + bh * f.T * f.Dv, c * f.L, f.T, f.L, f.Dv, e0, gh_tile);
+    for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
+      const int64_t d = d0 + index / kCols, e = e0 + index % kCols;
+      C_tile[index] = d < f.Dqk && e < f.Dv ? C[d * f.Dv + e] : Real(0);
+    }
+    __syncthreads();
+    for (int64_t index = threadIdx.x; index < f.L * kCols; index += blockDim.x) {
+      const int64_t t = index / kCols, dd = index % kCols;
+      Real sum = 0;
+      for (int ee = 0; ee < kCols; ++ee) sum += gh_tile[t * kCols + ee] * C_tile[dd * kCols + ee];
+      U[index] += sum;
+    }
+    __syncthreads();
+  }
+}
+
+// Launch 1: one block per (batch row, head, chunk).
+template <typename In, typename Real>
+__global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+  const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
+  __shared__ Real b[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], R[kMaxChunk], largest[kMaxChunk];
+  __shared__ Real qn[kMaxChunk], qCg[kMaxChunk], inv_N[kMaxChunk], delta[kMaxChunk], d_largest[kMaxChunk];
+  __shared__ Real d_rho[kMaxChunk];
+  __shared__ int max_count[kMaxChunk];
+  __shared__ Real S[kMaxChunk * kMaxChunk];   // A = qs k^T, then S = A * P
+  __shared__ Real dS[kMaxChunk * kMaxChunk];  // grad_h v^T, then dS
+  __shared__ Real tile1[kMaxChunk * kCols], tile2[kMaxChunk * kCols], U[kMaxChunk * kCols], C_tile[kCols * kCols];
+  const int64_t N = (f.T + f.L - 1) / f.L, L = f.L;
+  const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, t0 = c * L;
+  const Real scale = Real(1) / sqrt(Real(f.Dqk)), m_enter = f.m_chunks[bh * N + c];
+  const Real* n_enter = f.n_chunks + (bh * N + c) * f.Dqk;
+  const In* q = f.q + bh * f.T * f.Dqk;
+  const In* k = f.k + bh * f.T * f.Dqk;
+  const In* v = f.v + bh * f.T * f.Dv;
+  const In* gh = a.grad_h + bh * f.T * f.Dv;
+  load_chunk_gates(f, bh, c, b, ii);
+  for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+    Real key = b[t] - b[0] + ii[0];
+    for (int64_t j = 1; j <= t; ++j) key = fmax(key, b[t] - b[j] + ii[j]);
+    largest[t] = key;
+    m_t[t] = fmax(key, b[t] + m_enter);
+    R[t] = exp(b[t] + m_enter - m_t[t]);
+    qn[t] = 0;
+    qCg[t] = 0;
+  }
+  for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) S[index] = dS[index] = 0;
+  __syncthreads();
+  // A = qs k^T and qs . n;  grad_h v^T
+  for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
+    load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile1);
+    load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, tile2);
+    __syncthreads();
+    for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
+      const int64_t t = index / L, j = index % L;
+      if (j > t) continue;
+      Real sum = 0;
+      for (int dd = 0; dd < kCols; ++dd) sum += tile1[t * kCols + dd] * tile2[j * kCols + dd];
+      S[index] += scale * sum;
+    }
+    for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+      Real sum = 0;
+      for (int dd = 0; dd < kCols && d0 + dd < f.Dqk; ++dd) sum += tile1[t * kCols + dd] * n_enter[d0 + dd];
+      qn[t] += scale * sum;
+    }
+    __syncthreads();
+  }
+  for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
+    load_tile<kCols>(gh, t0, f.T, L, f.Dv, e0, tile1);
+    load_tile<kCols>(v, t0, f.T, L, f.Dv, e0, tile2);
+    __syncthreads();
+    for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
+      const int64_t t = index / L, j = index % L;
+      if (j > t) continue;
+      Real sum = 0;
+      for (int ee = 0; ee < kCols; ++ee) sum += tile1[t * kCols + ee] * tile2[j * kCols + ee];
+      dS[index] += sum;
+    }
+    __syncthreads();
+  }
+  // qs_t . (C grad_h_t), the read of the memory backwards
+  for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
+    memory_times_grad(a, bh, c, d0, tile1, C_tile, U);
+    load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile2);
+    __syncthreads();
+    for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+      Real sum = 0;
+      for (int dd = 0; dd < kCols; ++dd) sum += tile2[t * kCols + dd] * U[t * kCols + dd];
+      qCg[t] += scale * sum;
+    }
+    __syncthreads();
+  }
+  // the step scalars: h = numerator / normaliser, normaliser = max(|denominator|, exp(-m_t)) + eps
+  for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+    Real row_S = 0, dot = 0;
+    for (int64_t j = 0; j <= t; ++j) {
+      const Real s = S[t * L + j] * exp(b[t] - b[j] + ii[j] - m_t[t]);
+      S[t * L + j] = s;
+      row_S += s;
+      dot += s * dS[t * L + j];
+    }
+    const Real denominator = row_S + R[t] * qn[t], floor = exp(-m_t[t]);
+    dot += R[t] * qCg[t];  // grad_h_t . numerator_t
+    const Real normaliser = fmax(fabs(denominator), floor) + Real(f.eps);
+    const Real d_normaliser = -dot / (normaliser * normaliser);
+    Real d_abs, d_floor;
+    route_max(fabs(denominator), floor, d_normaliser, d_abs, d_floor);
+    inv_N[t] = Real(1) / normaliser;
+    delta[t] = denominator > 0 ? d_abs : (denominator < 0 ? -d_abs : Real(0));
+    // dS = (grad_h v^T) / normaliser + delta;  d log_D = dS * S;  dR = read . qs
+    Real row_dlogD = 0;
+    for (int64_t j = 0; j <= t; ++j) {
+      const Real ds = dS[t * L + j] * inv_N[t] + delta[t];
+      dS[t * L + j] = ds;
+      row_dlogD += ds * S[t * L + j];
+    }
+    const Real dR = inv_N[t] * qCg[t] + delta[t] * qn[t];
+    d_rho[t] = dR * R[t];
+    const Real d_m = -floor * d_floor - row_dlogD - d_rho[t];
+    Real d_rho_max;
+    route_max(largest[t], b[t] + m_enter, d_m, d_largest[t], d_rho_max);
+    d_rho[t] += d_rho_max;
+    int count = 0;
+    for (int64_t j = 0; j <= t; ++j) count += b[t] - b[j] + ii[j] == largest[t];
+    max_count[t] = count;
+    // db from the rows of d log_D (the query side) and the entering memory's weight; completed below
+    a.db[(bh * N + c) * L + t] = row_dlogD + d_largest[t] + d_rho[t];
+  }
+  __syncthreads();
+  // the columns of d log_D: the key side of b, and the input gates
+  for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+    Real column = 0;
+    for (int64_t t = j; t < L; ++t) {
+      const bool is_max = b[t] - b[j] + ii[j] == largest[t];
+      column += dS[t * L + j] * S[t * L + j] + (is_max ? d_largest[t] / max_count[t] : Real(0));
+    }
+    a.db[(bh * N + c) * L + j] -= column;
+    a.dii[(bh * N + c) * L + j] = column;
+  }
+  Real rho_sum = 0;
+  for (int64_t t = threadIdx.x; t < L; t += blockDim.x) rho_sum += d_rho[t];
+  rho_sum = block_sum(rho_sum, U);
+  if (threadIdx.x == 0) a.dm_out[bh * N + c] = rho_sum;
+  // dq = scale * (R (C g + delta n) + dA k), dk = dA^T qs, dn_out = qs^T (R delta); dA = dS * P
+  for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
+    memory_times_grad(a, bh, c, d0, tile1, C_tile, U);
+    load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, tile1);
+    load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile2);
+    __syncthreads();
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+      const int64_t t = index / kCols, dd = index % kCols, d = d0 + dd;
+      if (d >= f.Dqk || t0 + t >= f.T) continue;
+      Real from_keys = 0, from_queries = 0;
+      for (int64_t j = 0; j <= t; ++j) {
+        from_keys += dS[t * L + j] * exp(b[t] - b[j] + ii[j] - m_t[t]) * tile1[j * kCols + dd];
+      }
+      for (int64_t s = t; s < L; ++s) {  // as key t: the queries s >= t
+        from_queries += dS[s * L + t] * exp(b[s] - b[t] + ii[t] - m_t[s]) * tile2[s * kCols + dd];
+      }
+      const Real dqs = R[t] * (inv_N[t] * U[t * kCols + dd] + delta[t] * n_enter[d]) + from_keys;
+      a.dq[(bh * f.T + t0 + t) * f.Dqk + d] = scale * dqs;
+      a.dk[(bh * f.T + t0 + t) * f.Dqk + d] = scale * from_queries;
+    }
+    for (int64_t dd = threadIdx.x; dd < kCols; dd += blockDim.x) {
+      if (d0 + dd >= f.Dqk) continue;
+      Real sum = 0;
+      for (int64_t t = 0; t < L; ++t) sum += tile2[t * kCols + dd] * R[t] * delta[t];
+      a.dn_out[(bh * N + c) * f.Dqk + d0 + dd] = scale * sum;
+    }
+    __syncthreads();
+  }
+  // dv = S^T g, dC_out = qs^T (R g), g = grad_h / normaliser
+  for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
+    load_tile<kCols>(gh, t0, f.T, L, f.Dv, e0, tile1);
+    __syncthreads();
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) tile1[index] *= inv_N[index / kCols];
+    __syncthreads();
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+      const int64_t j = index / kCols, ee = index % kCols;
+      if (t0 + j >= f.T || e0 + ee >= f.Dv) continue;
+      Real sum = 0;
+      for (int64_t t = j; t < L; ++t) sum += S[t * L + j] * tile1[t * kCols + ee];
+      a.dv[(bh * f.T + t0 + j) * f.Dv + e0 + ee] = sum;
+    }
+    for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
+      load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile2);
+      __syncthreads();
+      for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
+        const int64_t d = d0 + index / kCols, e = e0 + index % kCols;
+        if (d >= f.Dqk || e >= f.Dv) continue;
+        Real sum = 0;
+        for (int64_t t = 0; t < L; ++t) sum += tile2[t * kCols + index / kCols] * R[t] * tile1[t * kCols + index % kCols];
+        a.dC_out[((bh * N + c) * f.Dqk + d) * f.Dv + e] = scale * sum;
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// The decay of the memory over chunk c and the weights of its keys (forward quantities, recomputed):
+// m' = max(g + m, max_j a_j), decay = exp(g + m - m'), weight_j = exp(a_j - m'), a_j = g - b_j + ii_j
+template <typename Real>
+__device__ void chunk_decay(const Real* b, const Real* ii, int64_t L, Real m_enter, Real* decay, Real* m_next,
+                            Real* a_max) {
+  const Real g = b[L - 1];
+  Real largest = g - b[0] + ii[0];
+  for (int64_t j = 1; j < L; ++j) largest = fmax(largest, g - b[j] + ii[j]);
+  *a_max = largest;
+  *m_next = fmax(g + m_enter, largest);
+  *decay = exp(g + m_enter - *m_next);
+}
+
+// Launch 2: one block per (batch row, head, 32 x 32 tile of the memory), chunks from the last.
+template <typename In, typename Real>
+__global__ void memory_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+  const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
+  __shared__ Real b[kMaxChunk], ii[kMaxChunk], decay_shared, scratch[kThreads / 32];
+  const int64_t N = (f.T + f.L - 1) / f.L, bh = blockIdx.x;
+  const int64_t d0 = blockIdx.y * kStateTile, e0 = blockIdx.z * kStateTile;
+  constexpr int kRows = kStateTile * kStateTile / kThreads;
+  const int e = threadIdx.x % kStateTile, row = threadIdx.x / kStateTile;
+  const bool owns_n = blockIdx.z == 0 && threadIdx.x < kStateTile && d0 + threadIdx.x < f.Dqk;
+  Real dC[kRows], dn = owns_n ? a.grad_n[bh * f.Dqk + d0 + threadIdx.x] : Real(0);
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t d = d0 + row + r * (kThreads / kStateTile);
+    dC[r] = d < f.Dqk && e0 + e < f.Dv ? a.grad_C[(bh * f.Dqk + d) * f.Dv + e0 + e] : Real(0);
+  }
+  for (int64_t c = N - 1; c >= 0; --c) {
+    load_chunk_gates(f, bh, c, b, ii);
+    if (threadIdx.x == 0) {
+      Real m_next, a_max;
+      chunk_decay(b, ii, f.L, f.m_chunks[bh * N + c], &decay_shared, &m_next, &a_max);
+    }
+    __syncthreads();
+    const Real decay = decay_shared;
+    Real partial = 0;  // of d decay = <dC', C> + <dn', n>
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t d = d0 + row + r * (kThreads / kStateTile);
+      if (d >= f.Dqk || e0 + e >= f.Dv) continue;
+      const int64_t at = ((bh * N + c) * f.Dqk + d) * f.Dv + e0 + e;
+      partial += dC[r] * f.C_chunks[at];
+      const Real from_outputs = a.dC_out[at];
+      a.dC_out[at] = dC[r];  // now the gradient of the memory leaving chunk c
+      dC[r] = decay * dC[r] + from_outputs;
+    }
+    if (owns_n) {
+      const int64_t at = (bh * N + c) * f.Dqk + d0 + threadIdx.x;
+      partial += dn * f.n_chunks[at];
+      const Real from_outputs = a.dn_out[at];
+      a.dn_out[at] = dn;
+      dn = decay * dn + from_outputs;
+    }
+    partial = block_sum(partial, scratch);
+    if (threadIdx.x == 0) atomicAdd(a.d_decay + bh * N + c, partial);
+  }
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t d = d0 + row + r * (kThreads / kStateTile);
+    if (d < f.Dqk && e0 + e < f.Dv) a.dC0[(bh * f.Dqk + d) * f.Dv + e0 + e] = dC[r];
+  }
+  if (owns_n) a.dn0[bh * f.Dqk + d0 + threadIdx.x] = dn;
+}
+
+// Launch 3: one block per (batch row, head, chunk): C' = decay C + sum_j w_j k_j v_j^T (and n likewise)
+// backwards, with dC', dn' the gradients of the memory leaving the chunk.
+template <typename In, typename Real>
+__global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+  const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
+  __shared__ Real b[kMaxChunk], ii[kMaxChunk], weight[kMaxChunk], dw[kMaxChunk], decay_and_m[3];
+  __shared__ Real k_tile[kMaxChunk * kCols], v_tile[kMaxChunk * kCols], product[kMaxChunk * kCols];
+  __shared__ Real dC_tile[kCols * kCols];
+  const int64_t N = (f.T + f.L - 1) / f.L, L = f.L;
+  const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, t0 = c * L;
+  const Real* dC = a.dC_out + (bh * N + c) * f.Dqk * f.Dv;
+  const Real* dn = a.dn_out + (bh * N + c) * f.Dqk;
+  const In* k = f.k + bh * f.T * f.Dqk;
+  const In* v = f.v + bh * f.T * f.Dv;
+  load_chunk_gates(f, bh, c, b, ii);
+  if (threadIdx.x == 0) chunk_decay(b, ii, L, f.m_chunks[bh * N + c], &decay_and_m[0], &decay_and_m[1], &decay_and_m[2]);
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+    weight[j] = exp(b[L - 1] - b[j] + ii[j] - decay_and_m[1]);
+    dw[j] = 0;
+  }
+  // (k_j^T dC') v_j and dv_j += w_j k_j^T dC', tile by tile of value columns
+  for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) product[index] = 0;
+    for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
+      load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, k_tile);
+      for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
+        const int64_t d = d0 + index / kCols, e = e0 + index % kCols;
+        dC_tile[index] = d < f.Dqk && e < f.Dv ? dC[d * f.Dv + e] : Real(0);
+      }
+      __syncthreads();
+      for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+        const int64_t j = index / kCols, ee = index % kCols;
+        Real sum = 0;
+        for (int dd = 0; dd < kCols; ++dd) sum += k_tile[j * kCols + dd] * dC_tile[dd * kCols + ee];
+        product[index] += sum;
+      }
+      __syncthreads();
+    }
+    load_tile<kCols>(v, t0, f.T, L, f.Dv, e0, v_tile);
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      Real sum = 0;
+      for (int ee = 0; ee < kCols; ++ee) sum += product[j * kCols + ee] * v_tile[j * kCols + ee];
+      dw[j] += sum;
+    }
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+      const int64_t j = index / kCols, e = e0 + index % kCols;
+      if (t0 + j < f.T && e < f.Dv) a.dv[(bh * f.T + t0 + j) * f.Dv + e] += weight[j] * product[index];
+    }
+    __syncthreads();
+  }
+  // dC' v_j + dn', and k_j . dn'; dk_j += w_j (dC' v_j + dn'), tile by tile of key columns
+  for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) product[index] = 0;
+    for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
+      load_tile<kCols>(v, t0, f.T, L, f.Dv, e0, v_tile);
+      for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
+        const int64_t d = d0 + index / kCols, e = e0 + index % kCols;
+        dC_tile[index] = d < f.Dqk && e < f.Dv ? dC[d * f.Dv + e] : Real(0);
+      }
+      __syncthreads();
+      for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+        const int64_t j = index / kCols, dd = index % kCols;
+        Real sum = 0;
+        for (int ee = 0; ee < kCols; ++ee) sum += dC_tile[dd * kCols + ee] * v_tile[j * kCols + ee];
+        product[index] += sum;
+      }
+      __syncthreads();
+    }
+    load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, k_tile);
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      Real sum = 0;
+      for (int dd = 0; dd < kCols && d0 + dd < f.Dqk; ++dd) sum += k_tile[j * kCols + dd] * dn[d0 + dd];
+      dw[j] += sum;
+    }
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+      const int64_t j = index / kCols, d = d0 + index % kCols;
+      if (t0 + j < f.T && d < f.Dqk) a.dk[(bh * f.T + t0 + j) * f.Dqk + d] += weight[j] * (product[index] + dn[d]);
+    }
+    __syncthreads();
+  }
+  for (int64_t j = threadIdx.x; j < L; j += blockDim.x) a.da[(bh * N + c) * L + j] = dw[j] * weight[j];
+}
+
+// Launch 4: one block per (batch row, head): the stabilisers of the memory backwards, chunk by chunk.
+template <typename In, typename Real>
+__global__ void stabiliser_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+  const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
+  __shared__ Real b[kMaxChunk], ii[kMaxChunk], scratch[kThreads / 32], scalars[3];
+  const int64_t N = (f.T + f.L - 1) / f.L, L = f.L, bh = blockIdx.x;
+  Real dm = a.grad_m[bh];
+  for (int64_t c = N - 1; c >= 0; --c) {
+    load_chunk_gates(f, bh, c, b, ii);
+    const Real m_enter = f.m_chunks[bh * N + c];
+    if (threadIdx.x == 0) chunk_decay(b, ii, L, m_enter, &scalars[0], &scalars[1], &scalars[2]);
+    __syncthreads();
+    const Real decay = scalars[0], a_max = scalars[2], g = b[L - 1];
+    Real* da = a.da + (bh * N + c) * L;
+    Real da_sum = 0, max_count = 0;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      da_sum += da[j];
+      max_count += g - b[j] + ii[j] == a_max;
+    }
+    da_sum = block_sum(da_sum, scratch);
+    max_count = block_sum(max_count, scratch);
+    Real d_gm = a.d_decay[bh * N + c] * decay;
+    Real d_gm_max, d_a_max;
+    route_max(g + m_enter, a_max, dm - d_gm - da_sum, d_gm_max, d_a_max);
+    d_gm += d_gm_max;
+    Real routed_sum = 0;
+    for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
+      const Real routed = da[j] + (g - b[j] + ii[j] == a_max ? d_a_max / max_count : Real(0));
+      a.db[(bh * N + c) * L + j] -= routed;
+      a.dii[(bh * N + c) * L + j] += routed;
+      routed_sum += routed;
+    }
+    routed_sum = block_sum(routed_sum, scratch);  // also orders the writes above before the one below
+    if (threadIdx.x == 0) a.db[(bh * N + c) * L + L - 1] += d_gm + routed_sum;
+    dm = d_gm + a.dm_out[bh * N + c];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) a.dm0[bh] = dm;
+}
+
+// Launch 5: one block per (batch row, head, chunk): b = cumsum(log f) within the chunk, log f = logsigmoid(f).
+template <typename In, typename Real>
+__global__ void gate_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+  const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
+  __shared__ Real d_log_f[kMaxChunk];
+  const int64_t N = (f.T + f.L - 1) / f.L, L = f.L;
+  const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, batch = bh / f.H;
+  if (threadIdx.x == 0) {
+    Real sum = 0;
+    for (int64_t s = L - 1; s >= 0; --s) {
+      sum += a.db[(bh * N + c) * L + s];
+      d_log_f[s] = sum;
+    }
+  }
+  __syncthreads();
+  for (int64_t s = threadIdx.x; s < L; s += blockDim.x) {
+    const int64_t t = c * L + s;
+    if (t >= f.T) continue;
+    const bool real = f.mask == nullptr || f.mask[batch * f.T + t];
+    a.df[bh * f.T + t] = real ? d_log_f[s] * sigmoid(-f.f[bh * f.T + t]) : Real(0);
+    a.di[bh * f.T + t] = real ? a.dii[(bh * N + c) * L + s] : Real(0);
+  }
+}
+
+}  // namespace
+
+template <typename In, typename Real>
+cudaError_t mlstm_chunkwise_backward(const MLSTMChunkwiseBackwardArgs<In, Real>& args, cudaStream_t stream) {
+  const MLSTMChunkwiseArgs<In, Real>& f = args.forward;
+  cudaError_t error = mlstm_chunk_states(f, stream);  // the memory entering every chunk, again
+  const int64_t N = (f.T + f.L - 1) / f.L;
+  const dim3 per_chunk(f.B * f.H * N);
+  const dim3 per_tile(f.B * f.H, (f.Dqk + kStateTile - 1) / kStateTile, (f.Dv + kStateTile - 1) / kStateTile);
+  if (error == cudaSuccess) {
+    output_grads_kernel<In, Real><<<per_chunk, kThreads, 0, stream>>>(args);
+    error = cudaGetLastError();
+  }
+  if (error == cudaSuccess) {
+    memory_grads_kernel<In, Real><<<per_tile, kThreads, 0, stream>>>(args);
+    error = cudaGetLastError();
+  }
+  if (error == cudaSuccess) {
+    key_value_grads_kernel<In, Real><<<per_chunk, kThreads, 0, stream>>>(args);
+    error = cudaGetLastError();
+  }
+  if (error == cudaSuccess) {
+    stabiliser_grads_kernel<In, Real><<<f.B * f.H, kThreads, 0, stream>>>(args);
+    error = cudaGetLastError();
+  }
+  if (error == cudaSuccess) {
+    gate_grads_kernel<In, Real><<<per_chunk, kThreads, 0, stream>>>(args);
+    error = cudaGetLastError();
+  }
+  return error;
+}
+
+template cudaError_t mlstm_chunkwise_backward<float, float>(const MLSTMChunkwiseBackwardArgs<float, float>&,
+                                                            cudaStream_t);
+template cudaError_t mlstm_chunkwise_backward<__nv_bfloat16, float>(
+    const MLSTMChunkwiseBackwardArgs<__nv_bfloat16, float>&, cudaStream_t);
+template cudaError_t mlstm_chunkwise_backward<__half, float>(const MLSTMChunkwiseBackwardArgs<__half, float>&,
+                                                             cudaStream_t);
+
+}  // namespace cuda
+}  // namespace xlstm_hf

@@ -39,11 +39,8 @@ void mlstm_step_kernel(const StepInputs<Real>& in, const Real* C, const Real* n,
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, head = bh % H;
       const bool real = mask == nullptr || mask[b];
-      const Real input = real ? in.i[b * in.gate_row + head] : Real(kMaskedLogGate);
-      const Real log_f = real ? log_sigmoid(in.f[b * in.gate_row + head]) : Real(0);
-      const Real m_next = log_f + m[bh] > input ? log_f + m[bh] : input;
-      const Real decay = std::exp(log_f + m[bh] - m_next);
-      const Real write = std::exp(input - m_next);
+      const auto [m_next, decay, write] =
+          mlstm_gates(in.i[b * in.gate_row + head], in.f[b * in.gate_row + head], m[bh], real);
       const Real* q_bh = in.q + b * in.q_row + head * Dqk;
       const Real* k_bh = in.k + b * in.k_row + head * Dqk;
       const Real* v_bh = in.v + b * in.v_row + head * Dv;
@@ -61,8 +58,7 @@ void mlstm_step_kernel(const StepInputs<Real>& in, const Real* C, const Real* n,
         n_out[bh * Dqk + a] = decay * n[bh * Dqk + a] + wk_a;
         denominator += q_a * n_out[bh * Dqk + a];
       }
-      const Real floor = std::exp(-m_next);
-      const Real normaliser = (std::fabs(denominator) > floor ? std::fabs(denominator) : floor) + Real(eps);
+      const Real normaliser = mlstm_normaliser(denominator, m_next, eps);
       for (int64_t e = 0; e < Dv; ++e) h_out[bh * Dv + e] = real ? numerator[e] / normaliser : Real(0);
       m_out[bh] = m_next;
     }

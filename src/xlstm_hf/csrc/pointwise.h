@@ -70,6 +70,29 @@ XLSTM_HD void route_max_grad(T a, T b, T grad, T& grad_a, T& grad_b) {
   grad_b += math_select(a < b, grad, math_select(a > b, T(0), half));
 }
 
+// ---- mLSTM, the gates and normaliser of one step ---------------------------------------------------------
+
+template <typename T>
+struct MLSTMGates {
+  T m, decay, write;  // the next stabiliser; the factors of the old memory and of the new key-value
+};
+
+// Gate pre-activations i, f and the stabiliser m of a (batch row, head); a padded step is an identity step
+template <typename T>
+XLSTM_HD MLSTMGates<T> mlstm_gates(T i, T f, T m, bool real) {
+  const T input = real ? i : T(kMaskedLogGate);
+  const T log_f = real ? log_sigmoid(f) : T(0);
+  const T m_next = log_f + m > input ? log_f + m : input;
+  return {m_next, math_exp(log_f + m - m_next), math_exp(input - m_next)};
+}
+
+// max(|n^T q|, exp(-m)) + eps: the normaliser of the read, in stabilised units
+template <typename T>
+XLSTM_HD T mlstm_normaliser(T denominator, T m, double eps) {
+  const T floor = math_exp(-m);
+  return (math_abs(denominator) > floor ? math_abs(denominator) : floor) + T(eps);
+}
+
 // ---- sLSTM, one unit of one step --------------------------------------------------------------------
 
 // exp(i - m) and exp(log_f_plus_m - m) with m = max(i, log_f_plus_m): one of them is exp(0) = 1, so one

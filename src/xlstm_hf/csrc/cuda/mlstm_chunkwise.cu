@@ -167,7 +167,7 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
     const int64_t t = row + r * (kThreads / kTile);
     if (t >= a.L || t0 + t >= a.T || e0 + e >= a.Dv) continue;
     const bool real = a.mask == nullptr || a.mask[batch * a.T + t0 + t];
-    const Real normaliser = fmax(fabs(denominator[t]), exp(-m_t[t])) + Real(a.eps);
+    const Real normaliser = mlstm_normaliser(denominator[t], m_t[t], a.eps);
     a.h[(bh * a.T + t0 + t) * a.Dv + e0 + e] = from_real<In, Real>(real ? numerator[r] / normaliser : Real(0));
   }
 }

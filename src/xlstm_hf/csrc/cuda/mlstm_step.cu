@@ -33,11 +33,7 @@ __global__ void mlstm_step_kernel(MLSTMStepArgs<Real> a) {
   Real* scratch = written_k + a.Dqk;                        // one value per warp
   const int64_t bh = blockIdx.x, b = bh / a.H;
   const bool real = a.mask == nullptr || a.mask[b];
-  // the gates and the stabiliser; a padded row takes an identity step
-  const Real input = real ? a.i[bh] : Real(kMaskedLogGate);
-  const Real log_f = real ? log_sigmoid(a.f[bh]) : Real(0);
-  const Real m_next = log_f + a.m[bh] > input ? log_f + a.m[bh] : input;
-  const Real decay = exp(log_f + a.m[bh] - m_next), write = exp(input - m_next);
+  const auto [m_next, decay, write] = mlstm_gates(a.i[bh], a.f[bh], a.m[bh], real);  // padded: identity step
   const Real scale = Real(1) / sqrt(Real(a.Dqk));
   Real denominator = 0;
   for (int64_t d = threadIdx.x; d < a.Dqk; d += blockDim.x) {
@@ -48,8 +44,7 @@ __global__ void mlstm_step_kernel(MLSTMStepArgs<Real> a) {
     denominator += scaled_q[d] * n_next;
   }
   denominator = block_sum(denominator, scratch);  // also the barrier before scaled_q, written_k are read
-  const Real floor = exp(-m_next);
-  const Real normaliser = (fabs(denominator) > floor ? fabs(denominator) : floor) + Real(a.eps);
+  const Real normaliser = mlstm_normaliser(denominator, m_next, a.eps);
   const Real* C = a.C + bh * a.Dqk * a.Dv;
   Real* C_next = a.C_out + bh * a.Dqk * a.Dv;
   for (int64_t e = threadIdx.x; e < a.Dv; e += blockDim.x) {

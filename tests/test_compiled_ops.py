@@ -93,6 +93,9 @@ def test_slstm_operator_passes_opcheck(with_mask):
     args = (*(x.requires_grad_() for x in inputs.values()), padding_mask(2, 5, "left" if with_mask else "none"),
             initial.requires_grad_())
     torch.library.opcheck(torch.ops.xlstm_hf.slstm_forward.default, args)
+    h, final, states, raw = torch.ops.xlstm_hf.slstm_forward(*(x.detach() for x in args[:3]), args[3], initial.detach())
+    backward_args = (torch.randn_like(h), torch.randn_like(final), args[1].detach(), args[3], states, raw)
+    torch.library.opcheck(torch.ops.xlstm_hf.slstm_backward.default, backward_args)
 
 
 # ---- mLSTM step -------------------------------------------------------------------------------------
@@ -145,9 +148,11 @@ def test_causal_conv1d_kernel_gradcheck():
     assert gradcheck(compiled.causal_conv1d, leaves)
 
 
-def test_causal_conv1d_operator_passes_opcheck():
+def test_causal_conv1d_operators_pass_opcheck():
     args = [x.requires_grad_() for x in conv_inputs(2, 5, 3, 4, torch.float32)]
     torch.library.opcheck(torch.ops.xlstm_hf.causal_conv1d.default, args)
+    x, history, weight, _ = conv_inputs(2, 5, 3, 4, torch.float32)
+    torch.library.opcheck(torch.ops.xlstm_hf.causal_conv1d_backward.default, (torch.randn(2, 5, 3), x, history, weight))
 
 
 # ---- the backend decision -----------------------------------------------------------------------------
@@ -212,6 +217,24 @@ def test_model_on_compiled_kernels_matches_native(family):
     greedy = dict(max_new_tokens=8, do_sample=False)
     native_tokens = native.eval().generate(ids[:, :5], **greedy)
     assert torch.equal(compiled_model.eval().generate(ids[:, :5], **greedy), native_tokens)
+
+
+def test_torch_compile_of_a_training_step_matches_eager():
+    """The fake kernels and autograd formulas of the operators under torch.compile (inductor): the
+    sLSTM and the causal convolution of NeurIPS blocks, forward and backward."""
+    def make():
+        torch.manual_seed(0)
+        return XLSTMForCausalLM(XLSTMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_heads=2,
+                                            chunk_size=4, layer_types=["mlstm", "slstm", "mlstm"])).train()
+
+    ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(1))
+    eager, compiled_model = make(), make()
+    losses = [eager(ids, labels=ids).loss, torch.compile(compiled_model)(ids, labels=ids).loss]
+    for loss in losses:
+        loss.backward()
+    assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for (name, p_eager), p_compiled in zip(eager.named_parameters(), compiled_model.parameters()):
+        assert_close(p_compiled.grad, p_eager.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 # ---- the compiled one-token step of whole blocks (the generation fast path) ----------------------------

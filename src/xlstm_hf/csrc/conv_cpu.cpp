@@ -132,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_backwar
     weight_grad_kernel<scalar_t>(x_c.data_ptr<scalar_t>(), history_c.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), d,
                                  grad_taps.data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
   });
-  return {grad_x, grad_history, grad_taps.t().reshape(weight.sizes()), grad_bias};
+  return {grad_x, grad_history, grad_taps.t().contiguous().view(weight.sizes()), grad_bias};
 }
 
 TORCH_LIBRARY_IMPL(xlstm_hf, CPU, m) {

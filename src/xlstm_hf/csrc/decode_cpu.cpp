@@ -19,9 +19,10 @@
 namespace xlstm_hf {
 namespace {
 
-// from this many rows on, a projection goes to BLAS as a matrix product (below, dot products are faster:
-// BLAS repacks the weight on every call)
-constexpr int64_t kBlasRows = 16;
+// A projection goes to BLAS as a matrix product from kBlasRows rows on, or from kBlasFewRows rows where its
+// weight has kBlasWeight elements or more (too many to stay in cache while the rows go by); below, dot
+// products are faster: BLAS repacks the weight on every call.
+constexpr int64_t kBlasRows = 16, kBlasFewRows = 4, kBlasWeight = 1 << 17;
 
 enum BlockKind : int64_t { kNeuripsMLSTM = 0, kLargeMLSTM = 1, kSLSTM = 2 };
 enum Activation : int64_t { kNone = -1, kGelu = 0, kSilu = 1, kRelu = 2, kReluSquared = 3, kSigmoid = 4 };
@@ -63,7 +64,7 @@ class Reader {
 // through BLAS.
 void linear(const float* x, int64_t x_row, int64_t B, int64_t in, const float* W, const float* bias, int64_t out,
             float* y, int64_t y_row) {
-  if (B >= kBlasRows) {
+  if (B >= kBlasRows || (B >= kBlasFewRows && in * out >= kBlasWeight)) {
     const auto as_matrix = [](const float* data, int64_t rows, int64_t columns, int64_t row_stride) {
       return at::from_blob(const_cast<float*>(data), {rows, columns}, {row_stride, 1}, at::kFloat);
     };

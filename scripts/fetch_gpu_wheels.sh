@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download --quiet --no-deps --only-binary=:all: --dest .wheels \
     "transformers==5.24.0" "xlstm==2.0.6" "mlstm_kernels==2.0.6"
+# a regex new enough for transformers' import-time check, for the GPU image's Python 3.12
+python3 -m pip download --quiet --no-deps --only-binary=:all: --dest .wheels \
+    --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 "regex>=2025.10.22"
 ls -l .wheels

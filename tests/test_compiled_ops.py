@@ -158,6 +158,12 @@ def test_causal_conv1d_operators_pass_opcheck():
 # ---- the backend decision -----------------------------------------------------------------------------
 
 
+def test_auto_leaves_the_cuda_kernels_until_they_have_run_on_a_gpu():
+    assert not ops.CUDA_KERNELS_VALIDATED  # flip it, with the table of scripts/gpu_check.sh, once they have
+    backend, why = ops.choose_backend("slstm", torch.device("cuda"))
+    assert backend == "native" and "backend='cuda' opts in" in why
+
+
 def test_auto_takes_the_compiled_kernels_on_the_cpu():
     cpu = torch.device("cpu")
     assert ops.choose_backend("slstm", cpu)[0] == "cpp"

@@ -29,6 +29,9 @@ _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
 _COMPILED_ON_CPU = (*_COMPILED, "decode_step")
 _COMPILED_ON_CUDA = ("mlstm_step", "slstm", "mlstm_chunkwise")
+# "auto" takes the CUDA kernels only once they have passed scripts/gpu_check.sh on a GPU; until then they
+# run only where backend="cuda" asks for them
+CUDA_KERNELS_VALIDATED = False
 
 
 def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tuple[str, str]:
@@ -45,6 +48,8 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tu
         raise ValueError(f"backend={requested!r} does not run on {device.type} inputs; use 'auto' or 'native'.")
     if op not in kernels:
         return "native", f"no compiled kernel for this op on {device.type}"
+    if compiled_backend == "cuda" and requested == "auto" and not CUDA_KERNELS_VALIDATED:
+        return "native", "the CUDA kernels have not run on a GPU yet; backend='cuda' opts in"
     available, why = extension_status()
     if available and (device.type == "cpu" or extension_has_cuda()):
         return compiled_backend, f"the compiled kernels are {why}"

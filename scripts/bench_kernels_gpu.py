@@ -8,7 +8,7 @@ its row instead of stopping the others.
 * sLSTM block (layer and pre-norm) forward+backward, B=16, T=1024, hidden 768, 4 heads: xlstm_hf's
   CUDA kernel against the official `xlstm` sLSTM with its "cuda" and "vanilla" backends, same weights;
 * mLSTM chunkwise forward and forward+backward, 16 heads, d_qk 128, d_v 256, 65,536 tokens (T = 8192):
-  xlstm_hf (PyTorch chunkwise: no CUDA chunkwise kernel yet) against `mlstm_kernels`
+  xlstm_hf's CUDA kernels against its PyTorch chunkwise reference, `mlstm_kernels`
   chunkwise--triton_xl_chunk, and torch's flash attention (SDPA) at the same shape;
 * mLSTM step at batch 256 (16 heads, 128 x 256 memory): bytes moved per second over a device-to-device
   copy's.
@@ -53,7 +53,7 @@ def attempt(run: Callable[[], float]) -> float | str:
 def slstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
     from xlstm import sLSTMBlockConfig, sLSTMLayerConfig, xLSTMBlockStack, xLSTMBlockStackConfig
 
-    from xlstm_hf import convert_official_xlstm
+    from xlstm_hf import XLSTMConfig, XLSTMModel, convert_official_xlstm
 
     B, T, hidden, heads = size["slstm"]
     x = torch.randn(B, T, hidden, device="cuda", dtype=torch.bfloat16)
@@ -74,7 +74,10 @@ def slstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
         return run
 
     def ours() -> float:
-        model = convert_official_xlstm(official("vanilla").float()).cuda().to(torch.bfloat16)
+        converted = convert_official_xlstm(official("vanilla").float())
+        model = XLSTMModel(XLSTMConfig.from_dict({**converted.config.to_dict(), "backend": "cuda"}))
+        model.load_state_dict(converted.state_dict())
+        model = model.cuda().to(torch.bfloat16)
         return median_ms(fwd_bwd(lambda v: model(inputs_embeds=v).last_hidden_state), size["repeats"])
 
     ms = {
@@ -119,7 +122,10 @@ def mlstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
             return median_ms(run, size["repeats"])
 
     def ours(q, k, v, i, f):
-        return mlstm(q, k, v, i, f, chunk_size=64)[0]
+        return mlstm(q, k, v, i, f, chunk_size=64, backend="cuda")[0]
+
+    def reference(q, k, v, i, f):
+        return mlstm(q, k, v, i, f, chunk_size=64, backend="native")[0]
 
     def tfla(q, k, v, i, f):
         from mlstm_kernels.torch import get_mlstm_kernel
@@ -130,7 +136,9 @@ def mlstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
         return F.scaled_dot_product_attention(q, k, v[..., :Dqk], is_causal=True)
 
     rows = []
-    for name, kernel in (("xlstm_hf (PyTorch chunkwise)", ours), ("mlstm_kernels TFLA", tfla), ("SDPA flash", flash)):
+    contenders = (("xlstm_hf CUDA", ours), ("xlstm_hf PyTorch reference", reference), ("mlstm_kernels TFLA", tfla),
+                  ("SDPA flash", flash))
+    for name, kernel in contenders:
         for backward in (False, True):
             rows.append((f"mLSTM {'fwd+bwd' if backward else 'fwd'}, {name}", attempt(lambda: timed(kernel, backward)),
                          "ms"))

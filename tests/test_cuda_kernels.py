@@ -55,11 +55,13 @@ def to_cpu(tensors):
 SLSTM_SHAPES = [(1, 1, 1, 1), (2, 3, 7, 5), (3, 2, 37, 16), (2, 4, 64, 64), (1, 2, 5, 300)]
 
 
+@pytest.mark.parametrize("layout", ["cooperative", "per pair"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SLSTM_SHAPES)
 @pytest.mark.parametrize("kind", ["none", "left", "random"])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_slstm_cuda_kernel_matches_reference(dtype, shape, kind, with_state):
+def test_slstm_cuda_kernel_matches_reference(layout, dtype, shape, kind, with_state, monkeypatch):
+    monkeypatch.setenv("XLSTM_HF_SLSTM_PER_PAIR", "1" if layout == "per pair" else "0")
     B, H, T, D = shape
     inputs = slstm_inputs(B, H, T, D, torch.float64)
     state = slstm_state(B, H, D, torch.float64) if with_state else None

@@ -36,13 +36,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cuda(
   at::Tensor h_out = at::empty({d.B, d.T, d.H, d.D}, gx.options());
   at::Tensor states = at::empty({4, d.B, d.H, d.T + 1, d.D}, gx.options());
   at::Tensor raw = at::empty({d.B, d.H, d.T, 4, d.D}, gx.options());
+  at::Tensor exchange = at::zeros({3, d.B, d.H, d.D}, gx.options());
   states.select(3, 0).copy_(initial_states);
   const Strides in = strides_of(gx);
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "slstm_forward_cuda", [&] {
     const cuda::SLSTMForwardArgs<scalar_t> args{
         gx.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mask_data(mask_c),
-        states.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D,
-        in.b, in.h, in.t, in.g};
+        states.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(),
+        exchange.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D, in.b, in.h, in.t, in.g};
     check_launch(cuda::slstm_forward(args, c10::cuda::getCurrentCUDAStream()), "slstm_forward");
   });
   return {h_out.permute({0, 2, 1, 3}), states.select(3, d.T).clone(), states, raw};
@@ -62,12 +63,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cuda(
   const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
   at::Tensor grad_raw = at::empty({d.H, d.B, d.T, 4, d.D}, raw.options());  // head-major, as on the CPU
   at::Tensor grad_initial = at::empty({4, d.B, d.H, d.D}, raw.options());
+  at::Tensor exchange = at::zeros({3, d.B, d.H, d.D}, raw.options());
   const Strides dh_in = strides_of(dh);
   AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "slstm_backward_cuda", [&] {
     const cuda::SLSTMBackwardArgs<scalar_t> args{
         dh.data_ptr<scalar_t>(), d_final.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(),
         states_c.data_ptr<scalar_t>(), raw_c.data_ptr<scalar_t>(), mask_data(mask_c), grad_raw.data_ptr<scalar_t>(),
-        grad_initial.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D, dh_in.b, dh_in.h, dh_in.t};
+        grad_initial.data_ptr<scalar_t>(), exchange.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D, dh_in.b, dh_in.h,
+        dh_in.t};
     check_launch(cuda::slstm_backward(args, c10::cuda::getCurrentCUDAStream()), "slstm_backward");
   });
   auto [grad_kernel, grad_bias] = slstm_parameter_grads(grad_raw, states_c);

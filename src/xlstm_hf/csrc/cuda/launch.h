@@ -25,11 +25,13 @@ struct MLSTMStepArgs {
 // element strides (gx_b, gx_h, gx_t, gx_g) and D contiguous; recurrent_kernel [H, D, 4, D]; bias [H, 4, D];
 // mask [B, T] or null; states [4, B, H, T + 1, D] (step 0 filled with the initial state); -> the states, h_out
 // [B, T, H, D] and raw [B, H, T, 4, D], the gate pre-activations kept for the backward.
+// exchange: 3 x [B, H, D] zeros, through which the blocks of a head pass h (forward) or its gradient
+// (backward) from step to step where a head's cells are split over several blocks.
 template <typename Real>
 struct SLSTMForwardArgs {
   const Real *gates_x, *kernel, *bias;
   const bool* mask;
-  Real *states, *h_out, *raw;
+  Real *states, *h_out, *raw, *exchange;
   int64_t B, H, T, D;
   int64_t gx_b, gx_h, gx_t, gx_g;
 };
@@ -41,7 +43,7 @@ template <typename Real>
 struct SLSTMBackwardArgs {
   const Real *grad_h, *grad_final, *kernel, *states, *raw;
   const bool* mask;
-  Real *grad_gates_x, *grad_initial;
+  Real *grad_gates_x, *grad_initial, *exchange;
   int64_t B, H, T, D;
   int64_t gh_b, gh_h, gh_t;
 };

@@ -1,9 +1,18 @@
-// sLSTM over a whole sequence on the GPU, forward and backward: one launch each, persistent over time.
-// One block per (batch row, head), whose recurrence is independent of the others (the recurrent matrix
-// is block-diagonal per head): thread j of the block owns gate unit j of the 4 * D pre-activations and
-// the first D threads own the cells. The previous output h and the step's pre-activations live in
-// shared memory; the recurrent matrix is read from L2 each step. The per-unit math is pointwise.h's,
-// shared with the CPU kernels. Layouts as in launch.h.
+// sLSTM over a whole sequence on the GPU, forward and backward: one launch each, persistent over time,
+// in one of two layouts:
+//   * cooperative (the default where it fits): each head's D cells are split over P blocks of U cells;
+//     block (head, part) keeps the recurrent matrix's columns of its cells, [D, 4, U], in shared memory
+//     and steps those cells for every batch row at once; after every step the blocks of a head exchange h
+//     (forward) or the gradient reaching h (backward) through global memory and a grid-wide barrier;
+//   * per pair: one block per (batch row, head), thread j owning gate unit j of the 4 * D pre-activations,
+//     the recurrent matrix read from L2 every step (where a cooperative launch does not fit, or
+//     XLSTM_HF_SLSTM_PER_PAIR=1 asks for it).
+// The per-unit math is pointwise.h's, shared with the CPU kernels. Layouts as in launch.h.
+#include <cooperative_groups.h>
+
+#include <algorithm>
+#include <cstdlib>
+
 #include "launch.h"
 
 #include "../pointwise.h"
@@ -138,10 +147,191 @@ __global__ void slstm_backward_kernel(SLSTMBackwardArgs<Real> a) {
   }
 }
 
+// ---- cooperative: a head's cells split over P blocks, every batch row in each ------------------------------
+
+constexpr int kCooperativeThreads = 256;
+constexpr size_t kMatrixSliceBytes = 64 * 1024;  // of the recurrent matrix per block
+
+// The block's columns of the recurrent matrix, Ks[d][g][u] = kernel[head, d, g, e0 + u] (0 past the cells)
+template <typename Real>
+__device__ void load_matrix_slice(const Real* kernel, int64_t head, int64_t D, int64_t e0, int64_t U, int64_t units,
+                                  Real* Ks) {
+  for (int64_t index = threadIdx.x; index < D * 4 * U; index += blockDim.x) {
+    const int64_t d = index / (4 * U), g = index / U % 4, u = index % U;
+    Ks[index] = u < units ? kernel[(head * D + d) * 4 * D + g * D + e0 + u] : Real(0);
+  }
+}
+
+template <typename Real>
+__global__ void slstm_forward_cooperative_kernel(SLSTMForwardArgs<Real> a, int64_t U) {
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  extern __shared__ unsigned char shared_bytes[];
+  const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D, parts = gridDim.x / H;
+  const int64_t head = blockIdx.x / parts, e0 = blockIdx.x % parts * U, units = min(U, D - e0);
+  const int64_t plane = B * H * (T + 1) * D, exchange_plane = B * H * D;
+  Real* Ks = reinterpret_cast<Real*>(shared_bytes);  // [D, 4, U]
+  Real* h_all = Ks + D * 4 * U;                       // [B, D] the previous output of every batch row
+  Real* raw = h_all + B * D;                          // [B, 4, U] this step's pre-activations of the block's cells
+  load_matrix_slice(a.kernel, head, D, e0, U, units, Ks);
+  for (int64_t index = threadIdx.x; index < B * D; index += blockDim.x) {
+    h_all[index] = a.states[((index / D) * H + head) * (T + 1) * D + index % D];
+  }
+  __syncthreads();
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t index = threadIdx.x; index < B * 4 * U; index += blockDim.x) {
+      const int64_t b = index / (4 * U), g = index / U % 4, u = index % U, e = e0 + u;
+      if (u >= units) continue;
+      Real sum = a.gates_x[b * a.gx_b + head * a.gx_h + t * a.gx_t + g * a.gx_g + e] + a.bias[head * G + g * D + e];
+      for (int64_t d = 0; d < D; ++d) sum += h_all[b * D + d] * Ks[(d * 4 + g) * U + u];
+      raw[index] = sum;
+      a.raw[((b * H + head) * T + t) * G + g * D + e] = sum;
+    }
+    __syncthreads();
+    Real* exchange = a.exchange + (t % 2) * exchange_plane;
+    for (int64_t index = threadIdx.x; index < B * U; index += blockDim.x) {
+      const int64_t b = index / U, u = index % U, e = e0 + u;
+      if (u >= units) continue;
+      const int64_t now = ((b * H + head) * (T + 1) + t) * D + e, next = now + D;
+      const bool real = a.mask == nullptr || a.mask[b * T + t];
+      const Real* r = raw + b * 4 * U + u;
+      const SLSTMUnit<Real> prev{a.states[now], a.states[plane + now], a.states[2 * plane + now],
+                                 a.states[3 * plane + now]};
+      const SLSTMUnit<Real> updated = real ? slstm_unit_forward(r[0], r[U], r[2 * U], r[3 * U], prev) : prev;
+      a.states[next] = updated.h;
+      a.states[plane + next] = updated.c;
+      a.states[2 * plane + next] = updated.n;
+      a.states[3 * plane + next] = updated.m;
+      a.h_out[((b * T + t) * H + head) * D + e] = real ? updated.h : Real(0);
+      exchange[(b * H + head) * D + e] = updated.h;
+    }
+    grid.sync();  // every block's cells written: h complete for every batch row
+    for (int64_t index = threadIdx.x; index < B * D; index += blockDim.x) {
+      h_all[index] = exchange[((index / D) * H + head) * D + index % D];
+    }
+    __syncthreads();
+  }
+}
+
+template <typename Real>
+__global__ void slstm_backward_cooperative_kernel(SLSTMBackwardArgs<Real> a, int64_t U) {
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  extern __shared__ unsigned char shared_bytes[];
+  const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D, parts = gridDim.x / H;
+  const int64_t head = blockIdx.x / parts, e0 = blockIdx.x % parts * U, units = min(U, D - e0);
+  const int64_t plane = B * H * (T + 1) * D, carry_plane = B * H * D;
+  Real* Ks = reinterpret_cast<Real*>(shared_bytes);  // [D, 4, U]
+  Real* draw = Ks + D * 4 * U;                        // [B, 4, U] gradients of the pre-activations
+  Real* carry = draw + B * 4 * U;                     // [4, B, U] gradients of the cells' h, c, n, m
+  load_matrix_slice(a.kernel, head, D, e0, U, units, Ks);
+  for (int64_t index = threadIdx.x; index < 4 * B * U; index += blockDim.x) {
+    const int64_t s = index / (B * U), b = index / U % B, u = index % U;
+    carry[index] = u < units ? a.grad_final[s * carry_plane + (b * H + head) * D + e0 + u] : Real(0);
+  }
+  __syncthreads();
+  for (int64_t t = T - 1; t >= 0; --t) {
+    for (int64_t index = threadIdx.x; index < B * U; index += blockDim.x) {
+      const int64_t b = index / U, u = index % U, e = e0 + u;
+      if (u >= units) continue;
+      Real* dgx = a.grad_gates_x + ((head * B + b) * T + t) * G + e;  // head-major, as on the CPU
+      Real* d = draw + b * 4 * U + u;
+      if (a.mask != nullptr && !a.mask[b * T + t]) {  // a padded step passed the state through: no gradient
+        for (int g = 0; g < 4; ++g) d[g * U] = dgx[g * D] = Real(0);
+        continue;
+      }
+      const int64_t now = ((b * H + head) * (T + 1) + t) * D + e;
+      const Real* r = a.raw + ((b * H + head) * T + t) * G + e;
+      const SLSTMUnit<Real> prev{a.states[now], a.states[plane + now], a.states[2 * plane + now],
+                                 a.states[3 * plane + now]};
+      Real* dh = carry + index;
+      Real *dc = dh + B * U, *dn = dc + B * U, *dm = dn + B * U;
+      const Real dh_total = a.grad_h[b * a.gh_b + head * a.gh_h + t * a.gh_t + e] + *dh;
+      const SLSTMUnitGrad<Real> grad = slstm_unit_backward(r[0], r[D], r[2 * D], r[3 * D], prev, dh_total, *dc, *dn, *dm);
+      d[0] = dgx[0] = grad.di;
+      d[U] = dgx[D] = grad.df;
+      d[2 * U] = dgx[2 * D] = grad.dz;
+      d[3 * U] = dgx[3 * D] = grad.do_;
+      *dc = grad.dc_prev;
+      *dn = grad.dn_prev;
+      *dm = grad.dm_prev;
+    }
+    __syncthreads();
+    // raw = gates_x + bias + h_prev @ kernel: h_prev receives kernel @ draw, summed over the blocks of the head
+    Real* sums = a.exchange + (t % 3) * carry_plane;
+    for (int64_t index = threadIdx.x; index < B * D; index += blockDim.x) {
+      const int64_t b = index / D, d = index % D;
+      Real sum = 0;
+      for (int64_t gu = 0; gu < 4 * units; ++gu) {
+        const int64_t g = gu / units, u = gu % units;
+        sum += Ks[(d * 4 + g) * U + u] * draw[b * 4 * U + g * U + u];
+      }
+      atomicAdd(sums + (b * H + head) * D + d, sum);
+    }
+    grid.sync();  // every block's part added
+    Real* next_sums = a.exchange + ((t + 1) % 3) * carry_plane;  // read by every block before this barrier
+    for (int64_t index = threadIdx.x; index < B * U; index += blockDim.x) {
+      const int64_t b = index / U, u = index % U, at = (b * H + head) * D + e0 + u;
+      if (u >= units) continue;
+      next_sums[at] = Real(0);  // ready for step t - 2
+      if (a.mask == nullptr || a.mask[b * T + t]) carry[index] = sums[at];  // else h passed through
+    }
+    __syncthreads();
+  }
+  for (int64_t index = threadIdx.x; index < 4 * B * U; index += blockDim.x) {
+    const int64_t s = index / (B * U), b = index / U % B, u = index % U;
+    if (u < units) a.grad_initial[s * carry_plane + (b * H + head) * D + e0 + u] = carry[index];
+  }
+}
+
+// Cells per block where a cooperative launch of `kernel` fits on this device, else 0.
+template <typename Kernel>
+int64_t cooperative_split(Kernel kernel, int64_t B, int64_t H, int64_t D, size_t real_size,
+                          size_t (*shared_bytes)(int64_t, int64_t, int64_t, size_t)) {
+  const char* per_pair = std::getenv("XLSTM_HF_SLSTM_PER_PAIR");
+  if (per_pair != nullptr && per_pair[0] == '1') return 0;
+  int device = 0, cooperative = 0, multiprocessors = 0, shared_limit = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
+  cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
+  cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  const int64_t most_cells = std::max<int64_t>(1, kMatrixSliceBytes / (4 * D * real_size));
+  const int64_t parts = (D + most_cells - 1) / most_cells, U = (D + parts - 1) / parts;
+  const size_t shared = shared_bytes(B, D, U, real_size);
+  if (!cooperative || shared > static_cast<size_t>(shared_limit)) return 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  int per_multiprocessor = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, kCooperativeThreads, shared);
+  return per_multiprocessor * multiprocessors >= H * parts ? U : 0;
+}
+
+size_t forward_shared_bytes(int64_t B, int64_t D, int64_t U, size_t real_size) {
+  return (D * 4 * U + B * D + B * 4 * U) * real_size;
+}
+
+size_t backward_shared_bytes(int64_t B, int64_t D, int64_t U, size_t real_size) {
+  return (D * 4 * U + B * 4 * U + 4 * B * U) * real_size;
+}
+
+template <typename Kernel, typename Args>
+cudaError_t launch_cooperative(Kernel kernel, const Args& args, int64_t U, size_t shared, cudaStream_t stream) {
+  const int64_t parts = (args.D + U - 1) / U;
+  Args copy = args;
+  void* parameters[] = {&copy, &U};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(args.H * parts), dim3(kCooperativeThreads),
+                                     parameters, shared, stream);
+}
+
 }  // namespace
 
 template <typename Real>
 cudaError_t slstm_forward(const SLSTMForwardArgs<Real>& args, cudaStream_t stream) {
+  const auto cooperative = slstm_forward_cooperative_kernel<Real>;
+  const int64_t U = cooperative_split(cooperative, args.B, args.H, args.D, sizeof(Real), forward_shared_bytes);
+  if (U > 0) {
+    return launch_cooperative(cooperative, args, U, forward_shared_bytes(args.B, args.D, U, sizeof(Real)), stream);
+  }
   const size_t shared = args.D * sizeof(Real);
   slstm_forward_kernel<Real><<<args.B * args.H, threads_for(args.D), shared, stream>>>(args);
   return cudaGetLastError();
@@ -149,6 +339,11 @@ cudaError_t slstm_forward(const SLSTMForwardArgs<Real>& args, cudaStream_t strea
 
 template <typename Real>
 cudaError_t slstm_backward(const SLSTMBackwardArgs<Real>& args, cudaStream_t stream) {
+  const auto cooperative = slstm_backward_cooperative_kernel<Real>;
+  const int64_t U = cooperative_split(cooperative, args.B, args.H, args.D, sizeof(Real), backward_shared_bytes);
+  if (U > 0) {
+    return launch_cooperative(cooperative, args, U, backward_shared_bytes(args.B, args.D, U, sizeof(Real)), stream);
+  }
   const int threads = threads_for(args.D);
   if (args.D > 2 * threads) return cudaErrorInvalidValue;  // more cells than the block holds gradients for
   const size_t shared = 5 * args.D * sizeof(Real);

@@ -5,8 +5,9 @@ padded steps, which leave every state untouched), an optional `initial_state`, a
 `(outputs, final_state)` with states in float32.
 
 Backends: `"native"` is the PyTorch reference; `"cpp"` the compiled CPU kernels (`xlstm_hf/csrc`);
-`"auto"` takes a compiled kernel where one exists for the op and device and the extension builds, and
-the reference otherwise. `choose_backend` is the single decision; `xlstm-hf env` prints it per op.
+`"cuda"` the CUDA kernels (`xlstm_hf/csrc/cuda`); `"auto"` takes a compiled kernel where one exists for
+the op and device and the extension builds (on GPUs only once the CUDA kernels are validated), and the
+reference otherwise. `choose_backend` is the single decision; `xlstm-hf env` prints it per op.
 """
 
 from typing import Literal

@@ -152,13 +152,22 @@ __global__ void slstm_backward_kernel(SLSTMBackwardArgs<Real> a) {
 constexpr int kCooperativeThreads = 256;
 constexpr size_t kMatrixSliceBytes = 64 * 1024;  // of the recurrent matrix per block
 
+// This block's head and cells e0 .. e0 + units (U per block, the last block of a head may hold fewer)
+struct HeadPart {
+  int64_t head, e0, units;
+};
+
+__device__ HeadPart head_part(int64_t H, int64_t D, int64_t U) {
+  const int64_t parts = gridDim.x / H, e0 = blockIdx.x % parts * U;
+  return {static_cast<int64_t>(blockIdx.x) / parts, e0, min(U, D - e0)};
+}
+
 // The block's columns of the recurrent matrix, Ks[d][g][u] = kernel[head, d, g, e0 + u] (0 past the cells)
 template <typename Real>
-__device__ void load_matrix_slice(const Real* kernel, int64_t head, int64_t D, int64_t e0, int64_t U, int64_t units,
-                                  Real* Ks) {
+__device__ void load_matrix_slice(const Real* kernel, const HeadPart& p, int64_t D, int64_t U, Real* Ks) {
   for (int64_t index = threadIdx.x; index < D * 4 * U; index += blockDim.x) {
     const int64_t d = index / (4 * U), g = index / U % 4, u = index % U;
-    Ks[index] = u < units ? kernel[(head * D + d) * 4 * D + g * D + e0 + u] : Real(0);
+    Ks[index] = u < p.units ? kernel[(p.head * D + d) * 4 * D + g * D + p.e0 + u] : Real(0);
   }
 }
 
@@ -166,13 +175,14 @@ template <typename Real>
 __global__ void slstm_forward_cooperative_kernel(SLSTMForwardArgs<Real> a, int64_t U) {
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   extern __shared__ unsigned char shared_bytes[];
-  const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D, parts = gridDim.x / H;
-  const int64_t head = blockIdx.x / parts, e0 = blockIdx.x % parts * U, units = min(U, D - e0);
+  const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D;
+  const HeadPart part = head_part(H, D, U);
+  const int64_t head = part.head, e0 = part.e0, units = part.units;
   const int64_t plane = B * H * (T + 1) * D, exchange_plane = B * H * D;
   Real* Ks = reinterpret_cast<Real*>(shared_bytes);  // [D, 4, U]
   Real* h_all = Ks + D * 4 * U;                       // [B, D] the previous output of every batch row
   Real* raw = h_all + B * D;                          // [B, 4, U] this step's pre-activations of the block's cells
-  load_matrix_slice(a.kernel, head, D, e0, U, units, Ks);
+  load_matrix_slice(a.kernel, part, D, U, Ks);
   for (int64_t index = threadIdx.x; index < B * D; index += blockDim.x) {
     h_all[index] = a.states[((index / D) * H + head) * (T + 1) * D + index % D];
   }
@@ -216,13 +226,14 @@ template <typename Real>
 __global__ void slstm_backward_cooperative_kernel(SLSTMBackwardArgs<Real> a, int64_t U) {
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   extern __shared__ unsigned char shared_bytes[];
-  const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D, parts = gridDim.x / H;
-  const int64_t head = blockIdx.x / parts, e0 = blockIdx.x % parts * U, units = min(U, D - e0);
+  const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D;
+  const HeadPart part = head_part(H, D, U);
+  const int64_t head = part.head, e0 = part.e0, units = part.units;
   const int64_t plane = B * H * (T + 1) * D, carry_plane = B * H * D;
   Real* Ks = reinterpret_cast<Real*>(shared_bytes);  // [D, 4, U]
   Real* draw = Ks + D * 4 * U;                        // [B, 4, U] gradients of the pre-activations
   Real* carry = draw + B * 4 * U;                     // [4, B, U] gradients of the cells' h, c, n, m
-  load_matrix_slice(a.kernel, head, D, e0, U, units, Ks);
+  load_matrix_slice(a.kernel, part, D, U, Ks);
   for (int64_t index = threadIdx.x; index < 4 * B * U; index += blockDim.x) {
     const int64_t s = index / (B * U), b = index / U % B, u = index % U;
     carry[index] = u < units ? a.grad_final[s * carry_plane + (b * H + head) * D + e0 + u] : Real(0);

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything a GPU machine checks, in one call (such a machine comes now and then and has no network):
-# install the carried wheels of the peers, build the kernels (CPU and CUDA), run the GPU tests and the
+# install the wheels of the peers brought along, build the kernels (CPU and CUDA), run the GPU tests and the
 # CPU kernel tests, then the GPU benchmarks, whose table comes last. Full logs and the figures as JSON go
 # to $OUT (or outputs/gpu_check). Fetch the wheels first, where a package index is reachable:
-#     bash scripts/fetch_gpu_wheels.sh        # -> .wheels/ (git-ignored; carry it to the GPU machine)
+#     bash scripts/fetch_gpu_wheels.sh        # -> .wheels/ (git-ignored; copy it to the GPU machine)
 #     bash scripts/gpu_check.sh [--quick]     # on the GPU machine
 set -uo pipefail
 cd "$(dirname "$0")/.."

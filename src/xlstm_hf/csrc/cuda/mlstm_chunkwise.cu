@@ -6,7 +6,11 @@
 //      within the chunk plus the read of the memory that entered it, under the stabiliser of the step
 //      recurrence, so that the forms agree to rounding.
 // Float32 arithmetic on float32, bfloat16 or float16 inputs; the per-element math is pointwise.h's.
-// Layouts in launch.h. A first, plain version: tiles in shared memory, no tensor cores yet.
+// Layouts in launch.h. Tiles in shared memory; with bfloat16 or float16 inputs and chunks of a multiple of
+// 16 steps, the products within a chunk (Q K^T and S V, S rounded to the input type) run on the tensor
+// cores (wmma), the rest in float32 on the CUDA cores.
+#include <mma.h>
+
 #include "chunk_tiles.cuh"
 
 namespace xlstm_hf {
@@ -79,16 +83,93 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   if (blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) a.m_final[bh] = m;
 }
 
+// ---- the products within a chunk on the tensor cores (bfloat16, float16 inputs) ----------------------------
+
+template <typename In>
+constexpr bool kTensorCoreInput = std::is_same_v<In, __nv_bfloat16> || std::is_same_v<In, __half>;
+constexpr int kWmma = 16;                                                  // the m, n, k of a wmma product
+constexpr int kStride = kMaxChunk + 4;                                     // of S's rows: a multiple of 4 for wmma
+constexpr int kTensorCoreBytes = (kMaxChunk * kMaxChunk + kMaxChunk * kTile) * 2;  // S and V in the input type
+
+// S[t][j] = q_t . k_j for the tiles on and below the diagonal, and denominator[t] += read_scale[t] q_t . n,
+// slice by slice of 16 key columns; q16, k16: [L, 16] operand tiles in the input type
+template <typename In, typename Real>
+__device__ void chunk_scores_tensor_cores(const MLSTMChunkwiseArgs<In, Real>& a, int64_t bh, int64_t c, Real* S,
+                                          Real* denominator, const Real* read_scale, In* q16, In* k16) {
+  namespace wmma = nvcuda::wmma;
+  const int64_t N = (a.T + a.L - 1) / a.L, t0 = c * a.L, tiles = a.L / kWmma;
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  wmma::fragment<wmma::accumulator, kWmma, kWmma, kWmma, float> scores[2];  // tiles warp and warp + warps
+  for (auto& fragment : scores) wmma::fill_fragment(fragment, 0.0f);
+  const Real* n = a.n_chunks + (bh * N + c) * a.Dqk;
+  for (int64_t d0 = 0; d0 < a.Dqk; d0 += kWmma) {
+    load_tile<kWmma>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, q16);
+    load_tile<kWmma>(a.k + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, k16);
+    __syncthreads();
+    for (int f = 0; f < 2; ++f) {
+      const int64_t tile = warp + f * warps, tm = tile / tiles, tn = tile % tiles;
+      if (tile >= tiles * tiles || tn > tm) continue;
+      wmma::fragment<wmma::matrix_a, kWmma, kWmma, kWmma, In, wmma::row_major> q_fragment;
+      wmma::fragment<wmma::matrix_b, kWmma, kWmma, kWmma, In, wmma::col_major> k_fragment;  // K^T
+      wmma::load_matrix_sync(q_fragment, q16 + tm * kWmma * kWmma, kWmma);
+      wmma::load_matrix_sync(k_fragment, k16 + tn * kWmma * kWmma, kWmma);
+      wmma::mma_sync(scores[f], q_fragment, k_fragment, scores[f]);
+    }
+    for (int64_t t = threadIdx.x; t < a.L; t += blockDim.x) {
+      Real sum = 0;
+      for (int dd = 0; dd < kWmma && d0 + dd < a.Dqk; ++dd) sum += to_real<Real>(q16[t * kWmma + dd]) * n[d0 + dd];
+      denominator[t] += read_scale[t] * sum;
+    }
+    __syncthreads();
+  }
+  for (int f = 0; f < 2; ++f) {
+    const int64_t tile = warp + f * warps, tm = tile / tiles, tn = tile % tiles;
+    if (tile < tiles * tiles && tn <= tm) {
+      wmma::store_matrix_sync(S + tm * kWmma * kStride + tn * kWmma, scores[f], kStride, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+}
+
+// out [L, kTile] = S V for the value columns e0 .. e0 + kTile, S rounded to the input type
+template <typename In, typename Real>
+__device__ void chunk_values_tensor_cores(const MLSTMChunkwiseArgs<In, Real>& a, int64_t bh, int64_t c, int64_t e0,
+                                          const Real* S, In* s16, In* v16, Real* out) {
+  namespace wmma = nvcuda::wmma;
+  const int64_t L = a.L, tiles = L / kWmma;
+  for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
+    s16[index] = from_real<In, Real>(S[index / L * kStride + index % L]);
+  }
+  load_tile<kTile>(a.v + bh * a.T * a.Dv, c * L, a.T, L, a.Dv, e0, v16);
+  __syncthreads();
+  const int warp = threadIdx.x / 32, tm = warp / (kTile / kWmma), tn = warp % (kTile / kWmma);
+  if (tm < tiles) {
+    wmma::fragment<wmma::accumulator, kWmma, kWmma, kWmma, float> values;
+    wmma::fill_fragment(values, 0.0f);
+    for (int64_t ks = 0; ks <= tm; ++ks) {  // S is zero above the diagonal
+      wmma::fragment<wmma::matrix_a, kWmma, kWmma, kWmma, In, wmma::row_major> s_fragment;
+      wmma::fragment<wmma::matrix_b, kWmma, kWmma, kWmma, In, wmma::row_major> v_fragment;
+      wmma::load_matrix_sync(s_fragment, s16 + tm * kWmma * L + ks * kWmma, L);
+      wmma::load_matrix_sync(v_fragment, v16 + ks * kWmma * kTile + tn * kWmma, kTile);
+      wmma::mma_sync(values, s_fragment, v_fragment, values);
+    }
+    wmma::store_matrix_sync(out + tm * kWmma * kTile + tn * kWmma, values, kTile, wmma::mem_row_major);
+  }
+  __syncthreads();
+}
+
 template <typename In, typename Real>
 __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   __shared__ Real b[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], read_scale[kMaxChunk], denominator[kMaxChunk];
-  __shared__ Real S[kMaxChunk * (kMaxChunk + 1)];  // [t][j], rows padded against bank conflicts
-  __shared__ Real left[kMaxChunk * kTile], right[kMaxChunk * kTile];
+  __shared__ __align__(32) Real S[kMaxChunk * kStride];  // [t][j]
+  __shared__ __align__(32) Real left[kMaxChunk * kTile], right[kMaxChunk * kTile];
+  __shared__ __align__(32) unsigned char tensor_core_tiles[kTensorCoreBytes];
   const int64_t N = (a.T + a.L - 1) / a.L;
   const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, e0 = blockIdx.y * kTile, t0 = c * a.L;
   const Real scale = Real(1) / sqrt(Real(a.Dqk));
   const Real m_enter = a.m_chunks[bh * N + c];
-  constexpr int kStride = kMaxChunk + 1;
+  bool tensor_cores = false;
+  if constexpr (kTensorCoreInput<In>) tensor_cores = a.L % kWmma == 0;
   load_chunk_gates(a, bh, c, b, ii);
   // the stabiliser of every step: the largest log weight of its keys and of the entering memory
   for (int64_t t = threadIdx.x; t < a.L; t += blockDim.x) {
@@ -101,7 +182,13 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   for (int64_t index = threadIdx.x; index < a.L * kStride; index += blockDim.x) S[index] = 0;
   __syncthreads();
   // S = Q K^T over the chunk, slice by slice of the key width; the read of n alongside
-  for (int64_t d0 = 0; d0 < a.Dqk; d0 += kTile) {
+  if constexpr (kTensorCoreInput<In>) {
+    if (tensor_cores) {
+      In* tiles = reinterpret_cast<In*>(tensor_core_tiles);
+      chunk_scores_tensor_cores(a, bh, c, S, denominator, read_scale, tiles, tiles + kMaxChunk * kWmma);
+    }
+  }
+  for (int64_t d0 = 0; !tensor_cores && d0 < a.Dqk; d0 += kTile) {
     load_tile<kTile>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
     load_tile<kTile>(a.k + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, right);
     __syncthreads();
@@ -136,15 +223,28 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   const int e = threadIdx.x % kTile, row = threadIdx.x / kTile;  // this thread: h[t0 + row + 8 r, e0 + e]
   constexpr int kRows = kMaxChunk * kTile / kThreads;
   Real numerator[kRows];
-  load_tile<kTile>(a.v + bh * a.T * a.Dv, t0, a.T, a.L, a.Dv, e0, right);
-  __syncthreads();
-  for (int r = 0; r < kRows; ++r) {
-    const int64_t t = row + r * (kThreads / kTile);
-    Real sum = 0;
-    for (int64_t j = 0; t < a.L && j <= t; ++j) sum += S[t * kStride + j] * right[j * kTile + e];
-    numerator[r] = sum;
+  if constexpr (kTensorCoreInput<In>) {
+    if (tensor_cores) {
+      In* tiles = reinterpret_cast<In*>(tensor_core_tiles);
+      chunk_values_tensor_cores(a, bh, c, e0, S, tiles, tiles + kMaxChunk * kMaxChunk, left);  // S V -> left
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t t = row + r * (kThreads / kTile);
+        numerator[r] = t < a.L ? left[t * kTile + e] : Real(0);
+      }
+      __syncthreads();
+    }
   }
-  __syncthreads();
+  if (!tensor_cores) {
+    load_tile<kTile>(a.v + bh * a.T * a.Dv, t0, a.T, a.L, a.Dv, e0, right);
+    __syncthreads();
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t t = row + r * (kThreads / kTile);
+      Real sum = 0;
+      for (int64_t j = 0; t < a.L && j <= t; ++j) sum += S[t * kStride + j] * right[j * kTile + e];
+      numerator[r] = sum;
+    }
+    __syncthreads();
+  }
   const Real* C_enter = a.C_chunks + (bh * N + c) * a.Dqk * a.Dv;
   for (int64_t d0 = 0; d0 < a.Dqk; d0 += kTile) {
     load_tile<kTile>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);

@@ -1,5 +1,6 @@
 """The CUDA sources compile: every `.cu` file of `xlstm_hf/csrc/cuda` with the machine's nvcc, for each
-target architecture, with CUDA's headers alone (no torch headers, which a CPU build of torch lacks).
+target architecture and with the flags torch's extension build adds (half-precision conversions off),
+with CUDA's headers alone (no torch headers, which a CPU build of torch lacks).
 This checks compilation only; tests/test_cuda_kernels.py runs the kernels where a GPU is present.
 In CI nvcc must be there (a missing one fails); elsewhere, without it, the tests are skipped."""
 
@@ -10,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from torch.utils.cpp_extension import COMMON_NVCC_FLAGS
 
 from xlstm_hf.ops.extension import CSRC, CUDA_SOURCES, cuda_architecture_flags
 
@@ -35,7 +37,8 @@ def test_cuda_source_compiles(path, tmp_path):
     if NVCC is None:
         assert not os.environ.get("CI"), "CI must compile the CUDA sources, but nvcc is not found"
         pytest.skip("nvcc is not installed here")
-    command = [NVCC, "-c", "-std=c++17", "-O3", *cuda_architecture_flags(), str(path), "-o", str(tmp_path / "out.o")]
+    flags = [*COMMON_NVCC_FLAGS, "-std=c++17", "-O3", *cuda_architecture_flags()]  # as torch's build passes them
+    command = [NVCC, "-c", *flags, str(path), "-o", str(tmp_path / "out.o")]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr.lower(), result.stderr

@@ -70,5 +70,17 @@ __device__ void load_tile(const In* x, int64_t t0, int64_t T, int64_t L, int64_t
   }
 }
 
+// The same tile in the input type, as the tensor cores read it (no conversions: torch builds with the
+// implicit half-precision conversions switched off)
+template <int kColumns, typename In>
+__device__ void load_input_tile(const In* x, int64_t t0, int64_t T, int64_t L, int64_t width, int64_t column0,
+                                In* tile) {
+  const In zero = from_real<In, float>(0.0f);
+  for (int64_t index = threadIdx.x; index < L * kColumns; index += blockDim.x) {
+    const int64_t j = index / kColumns, column = column0 + index % kColumns;
+    tile[index] = t0 + j < T && column < width ? x[(t0 + j) * width + column] : zero;
+  }
+}
+
 }  // namespace cuda
 }  // namespace xlstm_hf

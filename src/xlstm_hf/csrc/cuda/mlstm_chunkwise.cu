@@ -103,8 +103,8 @@ __device__ void chunk_scores_tensor_cores(const MLSTMChunkwiseArgs<In, Real>& a,
   for (auto& fragment : scores) wmma::fill_fragment(fragment, 0.0f);
   const Real* n = a.n_chunks + (bh * N + c) * a.Dqk;
   for (int64_t d0 = 0; d0 < a.Dqk; d0 += kWmma) {
-    load_tile<kWmma>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, q16);
-    load_tile<kWmma>(a.k + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, k16);
+    load_input_tile<kWmma>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, q16);
+    load_input_tile<kWmma>(a.k + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, k16);
     __syncthreads();
     for (int f = 0; f < 2; ++f) {
       const int64_t tile = warp + f * warps, tm = tile / tiles, tn = tile % tiles;
@@ -140,7 +140,7 @@ __device__ void chunk_values_tensor_cores(const MLSTMChunkwiseArgs<In, Real>& a,
   for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
     s16[index] = from_real<In, Real>(S[index / L * kStride + index % L]);
   }
-  load_tile<kTile>(a.v + bh * a.T * a.Dv, c * L, a.T, L, a.Dv, e0, v16);
+  load_input_tile<kTile>(a.v + bh * a.T * a.Dv, c * L, a.T, L, a.Dv, e0, v16);
   __syncthreads();
   const int warp = threadIdx.x / 32, tm = warp / (kTile / kWmma), tn = warp % (kTile / kWmma);
   if (tm < tiles) {

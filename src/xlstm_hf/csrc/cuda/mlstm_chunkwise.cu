@@ -7,8 +7,9 @@
 //      recurrence, so that the forms agree to rounding.
 // Float32 arithmetic on float32, bfloat16 or float16 inputs; the per-element math is pointwise.h's.
 // Layouts in launch.h. Tiles in shared memory; with bfloat16 or float16 inputs and chunks of a multiple of
-// 16 steps, the products within a chunk (Q K^T and S V, S rounded to the input type) run on the tensor
-// cores (wmma), the rest in float32 on the CUDA cores.
+// 16 steps, the products within a chunk (Q K^T and S V, S rounded to the input type) and the keys and
+// values written into the memory ((w K)^T V) run on the tensor cores (wmma), the rest in float32 on the
+// CUDA cores.
 #include <mma.h>
 
 #include "chunk_tiles.cuh"
@@ -21,10 +22,45 @@ constexpr int kThreads = 256;
 constexpr int kTile = 32;      // rows or columns of a tile of C or h
 constexpr int kMaxChunk = 64;  // L
 
+template <typename In>
+constexpr bool kTensorCoreInput = std::is_same_v<In, __nv_bfloat16> || std::is_same_v<In, __half>;
+constexpr int kWmma = 16;                                                  // the m, n, k of a wmma product
+
+// update[d][e] = sum_j weight_j k_j[d0 + d] v_j[e0 + e] for a 32 x 32 tile of the memory: (w K)^T V on the
+// tensor cores, w K rounded to the input type; kw16 [32, L] and v16 [L, 32] operand tiles
+template <typename In, typename Real>
+__device__ void chunk_update_tensor_cores(const MLSTMChunkwiseArgs<In, Real>& a, int64_t bh, int64_t c, int64_t e0,
+                                          const Real* k_tile, const Real* weight, In* kw16, In* v16, Real* update) {
+  namespace wmma = nvcuda::wmma;
+  const int64_t L = a.L;
+  for (int64_t index = threadIdx.x; index < kTile * L; index += blockDim.x) {
+    const int64_t d = index / L, j = index % L;
+    kw16[index] = from_real<In, Real>(weight[j] * k_tile[j * kTile + d]);
+  }
+  load_input_tile<kTile>(a.v + bh * a.T * a.Dv, c * L, a.T, L, a.Dv, e0, v16);
+  __syncthreads();
+  const int warp = threadIdx.x / 32, tm = warp / (kTile / kWmma), tn = warp % (kTile / kWmma);
+  if (tm < kTile / kWmma) {
+    wmma::fragment<wmma::accumulator, kWmma, kWmma, kWmma, float> sums;
+    wmma::fill_fragment(sums, 0.0f);
+    for (int64_t ks = 0; ks < L / kWmma; ++ks) {
+      wmma::fragment<wmma::matrix_a, kWmma, kWmma, kWmma, In, wmma::row_major> kw_fragment;
+      wmma::fragment<wmma::matrix_b, kWmma, kWmma, kWmma, In, wmma::row_major> v_fragment;
+      wmma::load_matrix_sync(kw_fragment, kw16 + tm * kWmma * L + ks * kWmma, L);
+      wmma::load_matrix_sync(v_fragment, v16 + ks * kWmma * kTile + tn * kWmma, kTile);
+      wmma::mma_sync(sums, kw_fragment, v_fragment, sums);
+    }
+    wmma::store_matrix_sync(update + tm * kWmma * kTile + tn * kWmma, sums, kTile, wmma::mem_row_major);
+  }
+  __syncthreads();
+}
+
 template <typename In, typename Real>
 __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   __shared__ Real b[kMaxChunk], ii[kMaxChunk], weight[kMaxChunk], decay_and_m[2];
   __shared__ Real k_tile[kMaxChunk * kTile], v_tile[kMaxChunk * kTile];
+  __shared__ __align__(32) Real update[kTile * kTile];
+  __shared__ __align__(32) unsigned char tensor_core_tiles[2 * kTile * kMaxChunk * 2];  // kw16, v16
   const int64_t bh = blockIdx.x, d0 = blockIdx.y * kTile, e0 = blockIdx.z * kTile;
   const int64_t N = (a.T + a.L - 1) / a.L;
   const int e = threadIdx.x % kTile, row = threadIdx.x / kTile;  // this thread: C[d0 + row + 8 r, e0 + e]
@@ -60,11 +96,23 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
     load_tile<kTile>(a.k + bh * a.T * a.Dqk, c * a.L, a.T, a.L, a.Dqk, d0, k_tile);
     load_tile<kTile>(a.v + bh * a.T * a.Dv, c * a.L, a.T, a.L, a.Dv, e0, v_tile);
     __syncthreads();
+    bool tensor_cores = false;
+    if constexpr (kTensorCoreInput<In>) {
+      if (a.L % kWmma == 0) {
+        In* tiles = reinterpret_cast<In*>(tensor_core_tiles);
+        chunk_update_tensor_cores(a, bh, c, e0, k_tile, weight, tiles, tiles + kTile * kMaxChunk, update);
+        tensor_cores = true;
+      }
+    }
     const Real decay = decay_and_m[0];
     for (int r = 0; r < kRows; ++r) {
       const int local_d = row + r * (kThreads / kTile);
       Real sum = 0;
-      for (int64_t j = 0; j < a.L; ++j) sum += weight[j] * k_tile[j * kTile + local_d] * v_tile[j * kTile + e];
+      if (tensor_cores) {
+        sum = update[local_d * kTile + e];
+      } else {
+        for (int64_t j = 0; j < a.L; ++j) sum += weight[j] * k_tile[j * kTile + local_d] * v_tile[j * kTile + e];
+      }
       C[r] = decay * C[r] + sum;
     }
     if (owns_n) {
@@ -85,9 +133,6 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
 
 // ---- the products within a chunk on the tensor cores (bfloat16, float16 inputs) ----------------------------
 
-template <typename In>
-constexpr bool kTensorCoreInput = std::is_same_v<In, __nv_bfloat16> || std::is_same_v<In, __half>;
-constexpr int kWmma = 16;                                                  // the m, n, k of a wmma product
 constexpr int kStride = kMaxChunk + 4;                                     // of S's rows: a multiple of 4 for wmma
 constexpr int kTensorCoreBytes = (kMaxChunk * kMaxChunk + kMaxChunk * kTile) * 2;  // S and V in the input type
 

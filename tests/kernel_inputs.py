@@ -48,8 +48,8 @@ def outputs_and_gradients(fn, inputs: dict, initial_state, mask, seed=3):
     state = None if initial_state is None else tuple(s.clone().requires_grad_() for s in initial_state)
     h, final = fn(**leaves, mask=mask, initial_state=state)
     g = torch.Generator().manual_seed(seed)
-    loss = (h * randn(g, *h.shape, dtype=h.dtype)).sum()
-    loss = loss + sum((s * randn(g, *s.shape, dtype=s.dtype)).sum() for s in final)
+    loss = (h * randn(g, *h.shape, dtype=h.dtype).to(h.device)).sum()
+    loss = loss + sum((s * randn(g, *s.shape, dtype=s.dtype).to(s.device)).sum() for s in final)
     wrt = list(leaves.values()) + (list(state) if state is not None else [])
     return h.detach(), [s.detach() for s in final], torch.autograd.grad(loss, wrt)
 
@@ -77,5 +77,5 @@ def step_outputs_and_gradients(step, inputs, state, mask, seed=3):
     leaves = [x.clone().requires_grad_() for x in (*inputs, *state)]
     h, new_state = step(*leaves[:5], tuple(leaves[5:]), mask=mask)
     g = torch.Generator().manual_seed(seed)
-    loss = sum((t * randn(g, *t.shape, dtype=t.dtype)).sum() for t in (h, *new_state))
+    loss = sum((t * randn(g, *t.shape, dtype=t.dtype).to(t.device)).sum() for t in (h, *new_state))
     return [t.detach() for t in (h, *new_state)], torch.autograd.grad(loss, leaves)

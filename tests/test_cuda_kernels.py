@@ -8,7 +8,6 @@ import pytest
 import torch
 from kernel_inputs import (
     RELATIVE,
-    assert_all_close,
     mlstm_step_inputs,
     outputs_and_gradients,
     padding_mask,
@@ -36,6 +35,19 @@ def nan_poisoned_memory():
     torch.full((2**26,), float("nan"), device="cuda")
     yield
     torch.cuda.synchronize()
+
+
+# Against the float64 reference: float32 kernels carry float32 rounding of sums over up to a few hundred
+# terms (1e-4 of the scale at D = 300), float64 kernels only the order of their sums
+TO_FLOAT64 = {torch.float32: 1e-4, torch.float64: 1e-11}
+
+
+def assert_matches_reference(actual, expected, dtype):
+    """Each pair close to TO_FLOAT64[dtype] of the expected tensor's scale; every element written."""
+    for a, e in zip(actual, expected):
+        assert not a.isnan().any(), "an output element was not written"
+        scale = max(1.0, e.abs().max().item()) if e.numel() else 1.0
+        assert_close(a, e.to(a.dtype), rtol=TO_FLOAT64[dtype], atol=TO_FLOAT64[dtype] * scale)
 
 
 def on_gpu(tensors):
@@ -73,9 +85,7 @@ def test_slstm_cuda_kernel_matches_reference(layout, dtype, shape, kind, with_st
         on_gpu(mask),
     )
     assert h.is_cuda and h.dtype == dtype
-    assert not any(t.isnan().any() for t in (h, *final, *grads)), "an output element was not written"
-    expected = [h_ref, *final_ref, *grads_ref]
-    assert_all_close(to_cpu([h, *final, *grads]), [t.to(dtype) for t in expected], dtype)
+    assert_matches_reference(to_cpu([h, *final, *grads]), [h_ref, *final_ref, *grads_ref], dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -89,8 +99,7 @@ def test_mlstm_step_cuda_kernel_matches_reference(dtype, shape, with_mask):
         compiled.mlstm_step, on_gpu(tuple(t.to(dtype) for t in inputs)), on_gpu(tuple(t.to(dtype) for t in state)),
         on_gpu(mask),
     )
-    assert not any(t.isnan().any() for t in outputs), "an output element was not written"
-    assert_all_close(to_cpu(outputs + list(grads)), [t.to(dtype) for t in outputs_ref + list(grads_ref)], dtype)
+    assert_matches_reference(to_cpu(outputs + list(grads)), outputs_ref + list(grads_ref), dtype)
 
 
 CHUNKWISE_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 7, 5, 9), (2, 2, 130, 16, 40), (1, 2, 64, 64, 96)]
@@ -126,9 +135,7 @@ def test_mlstm_chunkwise_cuda_matches_reference(shape, chunk_size, kind, with_st
         kernel, on_gpu({name: x.float() for name, x in inputs.items()}),
         on_gpu(None if state is None else tuple(s.float() for s in state)), on_gpu(mask),
     )
-    assert not any(t.isnan().any() for t in (h, *final, *grads)), "an output element was not written"
-    expected = [t.float() for t in (h_ref, *final_ref, *grads_ref)]
-    assert_all_close(to_cpu([h, *final, *grads]), expected, torch.float32)
+    assert_matches_reference(to_cpu([h, *final, *grads]), [h_ref, *final_ref, *grads_ref], torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -161,7 +168,7 @@ def test_half_precision_inputs_run_in_float32():
     h_ref, final_ref = slstm_recurrent(**{name: value.float() for name, value in half.items()})
     assert h.dtype == torch.bfloat16 and all(s.dtype == torch.float32 for s in final)
     assert_close(h.float(), h_ref.to(torch.bfloat16).float())
-    assert_all_close(to_cpu(final), to_cpu(final_ref), torch.float32)
+    assert_matches_reference(to_cpu(final), to_cpu(final_ref), torch.float32)
 
 
 def test_the_cuda_kernels_run_where_asked_for():

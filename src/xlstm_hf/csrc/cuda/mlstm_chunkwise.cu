@@ -7,9 +7,9 @@
 //      recurrence, so that the forms agree to rounding.
 // Float32 arithmetic on float32, bfloat16 or float16 inputs; the per-element math is pointwise.h's.
 // Layouts in launch.h. Tiles in shared memory; with bfloat16 or float16 inputs and chunks of a multiple of
-// 16 steps, the products within a chunk (Q K^T and S V, S rounded to the input type) and the keys and
-// values written into the memory ((w K)^T V) run on the tensor cores (wmma), the rest in float32 on the
-// CUDA cores.
+// 16 steps, the products within a chunk (Q K^T and S V, S rounded to the input type), the keys and
+// values written into the memory ((w K)^T V) and the read of the memory (Q C, in TF32) run on the tensor
+// cores (wmma), the rest in float32 on the CUDA cores.
 #include <mma.h>
 
 #include "chunk_tiles.cuh"
@@ -203,11 +203,50 @@ __device__ void chunk_values_tensor_cores(const MLSTMChunkwiseArgs<In, Real>& a,
   __syncthreads();
 }
 
+// q C_enter for a chunk's rows and 32 value columns on the TF32 tensor cores, accumulated over slices of
+// the key width: warp w holds output tile (w / 2, w % 2) of the [L, 32] result
+template <typename Real>
+struct MemoryRead {
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, kWmma, kWmma, 8, float> sums;
+  int64_t tiles = 0;
+
+  __device__ void start(bool enabled, int64_t L) {
+    tiles = enabled ? L / kWmma : 0;
+    nvcuda::wmma::fill_fragment(sums, 0.0f);
+  }
+
+  // q_tile [L, kTile] times C_tile [kTile, kTile], both float32 rows in shared memory
+  __device__ void add(const Real* q_tile, const Real* C_tile) {
+    namespace wmma = nvcuda::wmma;
+    const int warp = threadIdx.x / 32, tm = warp / (kTile / kWmma), tn = warp % (kTile / kWmma);
+    if (tm >= tiles) return;
+    for (int ks = 0; ks < kTile / 8; ++ks) {
+      wmma::fragment<wmma::matrix_a, kWmma, kWmma, 8, wmma::precision::tf32, wmma::row_major> q_fragment;
+      wmma::fragment<wmma::matrix_b, kWmma, kWmma, 8, wmma::precision::tf32, wmma::row_major> C_fragment;
+      wmma::load_matrix_sync(q_fragment, q_tile + tm * kWmma * kTile + ks * 8, kTile);
+      wmma::load_matrix_sync(C_fragment, C_tile + ks * 8 * kTile + tn * kWmma, kTile);
+      for (int x = 0; x < q_fragment.num_elements; ++x) q_fragment.x[x] = wmma::__float_to_tf32(q_fragment.x[x]);
+      for (int x = 0; x < C_fragment.num_elements; ++x) C_fragment.x[x] = wmma::__float_to_tf32(C_fragment.x[x]);
+      wmma::mma_sync(sums, q_fragment, C_fragment, sums);
+    }
+  }
+
+  // the result into out [L, kTile] (float32 rows), visible to the whole block on return
+  __device__ void finish(Real* out) {
+    const int warp = threadIdx.x / 32, tm = warp / (kTile / kWmma), tn = warp % (kTile / kWmma);
+    if (tm < tiles) {
+      nvcuda::wmma::store_matrix_sync(out + tm * kWmma * kTile + tn * kWmma, sums, kTile, nvcuda::wmma::mem_row_major);
+    }
+    __syncthreads();
+  }
+};
+
 template <typename In, typename Real>
 __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   __shared__ Real b[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], read_scale[kMaxChunk], denominator[kMaxChunk];
   __shared__ __align__(32) Real S[kMaxChunk * kStride];  // [t][j]
-  __shared__ __align__(32) Real left[kMaxChunk * kTile], right[kMaxChunk * kTile];
+  __shared__ __align__(32) Real left[kMaxChunk * kTile];
+  __shared__ __align__(32) Real right[kMaxChunk * kTile];
   __shared__ __align__(32) unsigned char tensor_core_tiles[kTensorCoreBytes];
   const int64_t N = (a.T + a.L - 1) / a.L;
   const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, e0 = blockIdx.y * kTile, t0 = c * a.L;
@@ -290,7 +329,10 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
     }
     __syncthreads();
   }
+  // + read_scale q C_enter, slice by slice of the key width (TF32 tensor cores with half-precision inputs)
   const Real* C_enter = a.C_chunks + (bh * N + c) * a.Dqk * a.Dv;
+  MemoryRead<Real> read;
+  if constexpr (kTensorCoreInput<In>) read.start(tensor_cores, a.L);
   for (int64_t d0 = 0; d0 < a.Dqk; d0 += kTile) {
     load_tile<kTile>(a.q + bh * a.T * a.Dqk, t0, a.T, a.L, a.Dqk, d0, left);
     for (int64_t index = threadIdx.x; index < kTile * kTile; index += blockDim.x) {  // C_enter[d0 + dd, e0 + e']
@@ -298,14 +340,27 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
       right[index] = d < a.Dqk && column < a.Dv ? C_enter[d * a.Dv + column] : Real(0);
     }
     __syncthreads();
-    for (int r = 0; r < kRows; ++r) {
-      const int64_t t = row + r * (kThreads / kTile);
-      if (t >= a.L) continue;
-      Real sum = 0;
-      for (int dd = 0; dd < kTile; ++dd) sum += left[t * kTile + dd] * right[dd * kTile + e];
-      numerator[r] += read_scale[t] * sum;
+    if (tensor_cores) {
+      if constexpr (kTensorCoreInput<In>) read.add(left, right);
+    } else {
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t t = row + r * (kThreads / kTile);
+        if (t >= a.L) continue;
+        Real sum = 0;
+        for (int dd = 0; dd < kTile; ++dd) sum += left[t * kTile + dd] * right[dd * kTile + e];
+        numerator[r] += read_scale[t] * sum;
+      }
     }
     __syncthreads();
+  }
+  if constexpr (kTensorCoreInput<In>) {
+    if (tensor_cores) {
+      read.finish(S);  // S is free again: q C_enter as [L, kTile]
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t t = row + r * (kThreads / kTile);
+        if (t < a.L) numerator[r] += read_scale[t] * S[t * kTile + e];
+      }
+    }
   }
   const int64_t batch = bh / a.H;
   for (int r = 0; r < kRows; ++r) {

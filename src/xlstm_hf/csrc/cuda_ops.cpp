@@ -54,7 +54,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cuda(
     const c10::optional<at::Tensor>& mask, const at::Tensor& states, const at::Tensor& raw) {
   const SLSTMDims d{raw.size(0), raw.size(1), raw.size(2), raw.size(4)};
   TORCH_CHECK(grad_h.sizes() == at::IntArrayRef({d.B, d.H, d.T, d.D}), "grad_h must be [B, H, T, D]");
-  TORCH_CHECK(grad_final_states.sizes() == at::IntArrayRef({4, d.B, d.H, d.D}), "grad_final_states must be [4, B, H, D]");
+  TORCH_CHECK(grad_final_states.sizes() == at::IntArrayRef({4, d.B, d.H, d.D}),
+              "grad_final_states must be [4, B, H, D]");
   TORCH_CHECK(states.sizes() == at::IntArrayRef({4, d.B, d.H, d.T + 1, d.D}), "states must be [4, B, H, T + 1, D]");
   const c10::cuda::CUDAGuard guard(raw.device());
   const at::Tensor dh = grad_h.stride(-1) == 1 ? grad_h : grad_h.contiguous();
@@ -132,7 +133,8 @@ Chunkwise prepare_chunkwise(const at::Tensor& q, const at::Tensor& k, const at::
               "the state must be C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H]");
   TORCH_CHECK(chunk_size >= 1 && chunk_size <= 64, "chunk_size must be in [1, 64], got ", chunk_size);
   if (mask.has_value()) {
-    TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, T}) && mask->scalar_type() == at::kBool, "mask must be bool [B, T]");
+    TORCH_CHECK(mask->sizes() == at::IntArrayRef({B, T}) && mask->scalar_type() == at::kBool,
+                "mask must be bool [B, T]");
   }
   const auto as_float = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
   const int64_t N = (T + chunk_size - 1) / chunk_size;

@@ -149,7 +149,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
-    const at::Tensor& grad_h, const at::Tensor& grad_final_states, const at::Tensor& recurrent_kernel, const c10::optional<at::Tensor>& mask, const at::Tensor& states,
+    const at::Tensor& grad_h, const at::Tensor& grad_final_states, const at::Tensor& recurrent_kernel,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& states,
     const at::Tensor& raw) {
   const SLSTMDims dims{raw.size(0), raw.size(1), raw.size(2), raw.size(4)};
   const auto [B, H, T, D] = dims;

@@ -1,5 +1,5 @@
 // Device helpers of the chunkwise mLSTM kernels (forward and backward): conversions from the input types,
-// the gates of a chunk, tiles of a chunk's rows in shared memory.
+// the gates of a chunk and the decay of the memory over it, tiles of a chunk's rows in shared memory.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -80,6 +80,19 @@ __device__ void load_input_tile(const In* x, int64_t t0, int64_t T, int64_t L, i
     const int64_t j = index / kColumns, column = column0 + index % kColumns;
     tile[index] = t0 + j < T && column < width ? x[(t0 + j) * width + column] : zero;
   }
+}
+
+// The decay of the memory over chunk c and the weights of its keys (forward quantities, recomputed):
+// m' = max(g + m, max_j a_j), decay = exp(g + m - m'), weight_j = exp(a_j - m'), a_j = g - b_j + ii_j
+template <typename Real>
+__device__ void chunk_decay(const Real* b, const Real* ii, int64_t L, Real m_enter, Real* decay, Real* m_next,
+                            Real* a_max) {
+  const Real g = b[L - 1];
+  Real largest = g - b[0] + ii[0];
+  for (int64_t j = 1; j < L; ++j) largest = fmax(largest, g - b[j] + ii[j]);
+  *a_max = largest;
+  *m_next = fmax(g + m_enter, largest);
+  *decay = exp(g + m_enter - *m_next);
 }
 
 }  // namespace cuda

@@ -83,11 +83,8 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
     // exp(g + m - m_next), g = b_L
     load_chunk_gates(a, bh, c, b, ii);
     if (threadIdx.x == 0) {
-      const Real g = b[a.L - 1];
-      Real largest = g + m;
-      for (int64_t j = 0; j < a.L; ++j) largest = fmax(largest, g - b[j] + ii[j]);
-      decay_and_m[0] = exp(g + m - largest);
-      decay_and_m[1] = largest;
+      Real a_max;
+      chunk_decay(b, ii, a.L, m, &decay_and_m[0], &decay_and_m[1], &a_max);
     }
     __syncthreads();
     for (int64_t j = threadIdx.x; j < a.L; j += blockDim.x) {

@@ -8,6 +8,7 @@
 //   5. per chunk, the gate gradients from the cumulative log forget gates.
 // Float32 arithmetic; tiles of 16 columns in shared memory; no tensor cores yet.
 #include "chunk_tiles.cuh"
+#include "reduce.cuh"
 
 namespace xlstm_hf {
 namespace cuda {
@@ -18,24 +19,7 @@ constexpr int kCols = 16;      // columns of a tile of q, k, v, h or of the memo
 constexpr int kMaxChunk = 64;  // L
 constexpr int kStateTile = 32;  // the memory tiles of launch 2
 
-template <typename Real>
-__device__ void route_max(Real a, Real b, Real grad, Real& grad_a, Real& grad_b) {
-  const Real share = a > b ? Real(1) : (a == b ? Real(0.5) : Real(0));
-  grad_a = grad * share;
-  grad_b = grad * (Real(1) - share);
-}
 
-// The sum of `value` over the block (every thread gets it); `scratch` holds a value per warp.
-template <typename Real>
-__device__ Real block_sum(Real value, Real* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
-  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = value;
-  __syncthreads();
-  Real total = 0;
-  for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += scratch[w];
-  __syncthreads();
-  return total;
-}
 
 // U[t][dd] = sum_e grad_h[t, e] C[d0 + dd, e] for the chunk's rows: the memory read backwards, one tile of
 // key columns, over all value columns
@@ -151,8 +135,8 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     dot += R[t] * qCg[t];  // grad_h_t . numerator_t
     const Real normaliser = fmax(fabs(denominator), floor) + Real(f.eps);
     const Real d_normaliser = -dot / (normaliser * normaliser);
-    Real d_abs, d_floor;
-    route_max(fabs(denominator), floor, d_normaliser, d_abs, d_floor);
+    Real d_abs = 0, d_floor = 0;
+    route_max_grad(fabs(denominator), floor, d_normaliser, d_abs, d_floor);
     inv_N[t] = Real(1) / normaliser;
     delta[t] = denominator > 0 ? d_abs : (denominator < 0 ? -d_abs : Real(0));
     // dS = (grad_h v^T) / normaliser + delta;  d log_D = dS * S;  dR = read . qs
@@ -165,8 +149,9 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     const Real dR = inv_N[t] * qCg[t] + delta[t] * qn[t];
     d_rho[t] = dR * R[t];
     const Real d_m = -floor * d_floor - row_dlogD - d_rho[t];
-    Real d_rho_max;
-    route_max(largest[t], b[t] + m_enter, d_m, d_largest[t], d_rho_max);
+    Real d_rho_max = 0;
+    d_largest[t] = 0;
+    route_max_grad(largest[t], b[t] + m_enter, d_m, d_largest[t], d_rho_max);
     d_rho[t] += d_rho_max;
     int count = 0;
     for (int64_t j = 0; j <= t; ++j) count += b[t] - b[j] + ii[j] == largest[t];
@@ -237,7 +222,9 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
         const int64_t d = d0 + index / kCols, e = e0 + index % kCols;
         if (d >= f.Dqk || e >= f.Dv) continue;
         Real sum = 0;
-        for (int64_t t = 0; t < L; ++t) sum += tile2[t * kCols + index / kCols] * R[t] * tile1[t * kCols + index % kCols];
+        for (int64_t t = 0; t < L; ++t) {
+          sum += tile2[t * kCols + index / kCols] * R[t] * tile1[t * kCols + index % kCols];
+        }
         a.dC_out[((bh * N + c) * f.Dqk + d) * f.Dv + e] = scale * sum;
       }
       __syncthreads();
@@ -245,18 +232,6 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   }
 }
 
-// The decay of the memory over chunk c and the weights of its keys (forward quantities, recomputed):
-// m' = max(g + m, max_j a_j), decay = exp(g + m - m'), weight_j = exp(a_j - m'), a_j = g - b_j + ii_j
-template <typename Real>
-__device__ void chunk_decay(const Real* b, const Real* ii, int64_t L, Real m_enter, Real* decay, Real* m_next,
-                            Real* a_max) {
-  const Real g = b[L - 1];
-  Real largest = g - b[0] + ii[0];
-  for (int64_t j = 1; j < L; ++j) largest = fmax(largest, g - b[j] + ii[j]);
-  *a_max = largest;
-  *m_next = fmax(g + m_enter, largest);
-  *decay = exp(g + m_enter - *m_next);
-}
 
 // Launch 2: one block per (batch row, head, 32 x 32 tile of the memory), chunks from the last.
 template <typename In, typename Real>
@@ -323,7 +298,9 @@ __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const In* k = f.k + bh * f.T * f.Dqk;
   const In* v = f.v + bh * f.T * f.Dv;
   load_chunk_gates(f, bh, c, b, ii);
-  if (threadIdx.x == 0) chunk_decay(b, ii, L, f.m_chunks[bh * N + c], &decay_and_m[0], &decay_and_m[1], &decay_and_m[2]);
+  if (threadIdx.x == 0) {
+    chunk_decay(b, ii, L, f.m_chunks[bh * N + c], &decay_and_m[0], &decay_and_m[1], &decay_and_m[2]);
+  }
   __syncthreads();
   for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
     weight[j] = exp(b[L - 1] - b[j] + ii[j] - decay_and_m[1]);
@@ -416,8 +393,8 @@ __global__ void stabiliser_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) 
     da_sum = block_sum(da_sum, scratch);
     max_count = block_sum(max_count, scratch);
     Real d_gm = a.d_decay[bh * N + c] * decay;
-    Real d_gm_max, d_a_max;
-    route_max(g + m_enter, a_max, dm - d_gm - da_sum, d_gm_max, d_a_max);
+    Real d_gm_max = 0, d_a_max = 0;
+    route_max_grad(g + m_enter, a_max, dm - d_gm - da_sum, d_gm_max, d_a_max);
     d_gm += d_gm_max;
     Real routed_sum = 0;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {

@@ -3,6 +3,7 @@
 // once, coalesced, so the step runs at memory bandwidth. No allocation and no host synchronisation: it
 // can be captured in a CUDA graph.
 #include "launch.h"
+#include "reduce.cuh"
 
 #include "../pointwise.h"
 
@@ -12,18 +13,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// The sum of `value` over the block (every thread gets it); `scratch` holds a value per warp.
-template <typename Real>
-__device__ Real block_sum(Real value, Real* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffff, value, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) scratch[warp] = value;
-  __syncthreads();
-  Real total = 0;
-  for (int w = 0; w < (blockDim.x + 31) / 32; ++w) total += scratch[w];
-  __syncthreads();
-  return total;
-}
 
 template <typename Real>
 __global__ void mlstm_step_kernel(MLSTMStepArgs<Real> a) {

@@ -256,7 +256,8 @@ __global__ void slstm_backward_cooperative_kernel(SLSTMBackwardArgs<Real> a, int
       Real* dh = carry + index;
       Real *dc = dh + B * U, *dn = dc + B * U, *dm = dn + B * U;
       const Real dh_total = a.grad_h[b * a.gh_b + head * a.gh_h + t * a.gh_t + e] + *dh;
-      const SLSTMUnitGrad<Real> grad = slstm_unit_backward(r[0], r[D], r[2 * D], r[3 * D], prev, dh_total, *dc, *dn, *dm);
+      const SLSTMUnitGrad<Real> grad =
+          slstm_unit_backward(r[0], r[D], r[2 * D], r[3 * D], prev, dh_total, *dc, *dn, *dm);
       d[0] = dgx[0] = grad.di;
       d[U] = dgx[D] = grad.df;
       d[2 * U] = dgx[2 * D] = grad.dz;
@@ -308,7 +309,8 @@ int64_t cooperative_split(Kernel kernel, int64_t B, int64_t H, int64_t D, size_t
   const int64_t parts = (D + most_cells - 1) / most_cells, U = (D + parts - 1) / parts;
   const size_t shared = shared_bytes(B, D, U, real_size);
   if (!cooperative || shared > static_cast<size_t>(shared_limit)) return 0;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)) != cudaSuccess) {
+  const int shared_int = static_cast<int>(shared);
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_int) != cudaSuccess) {
     cudaGetLastError();
     return 0;
   }

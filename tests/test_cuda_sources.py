@@ -42,3 +42,28 @@ def test_cuda_source_compiles(path, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr.lower(), result.stderr
+
+
+@pytest.mark.parametrize(
+    "source, shapes",
+    [
+        # bf16 and fp16 (written f32.f32) products within a chunk and into the memory; the TF32 read of the memory
+        (
+            "mlstm_chunkwise.cu",
+            {"m16n16k16.f32.bf16.bf16.f32", "m16n16k16.f32.f32", "m16n16k8.f32.tf32.tf32.f32"},
+        ),
+        ("mlstm_chunkwise_backward.cu", {"m16n16k8.f32.tf32.tf32.f32"}),
+    ],
+)
+def test_chunkwise_kernels_use_the_tensor_cores(source, shapes, tmp_path):
+    if NVCC is None:
+        assert not os.environ.get("CI"), "CI must compile the CUDA sources, but nvcc is not found"
+        pytest.skip("nvcc is not installed here")
+    ptx = tmp_path / "out.ptx"
+    flags = [*COMMON_NVCC_FLAGS, "-std=c++17", "-O3", "-arch=sm_80"]
+    result = subprocess.run(
+        [NVCC, "-ptx", *flags, str(CUDA_DIR / source), "-o", str(ptx)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    found = set(re.findall(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.(m16n16k\d+\.[\w.]+)", ptx.read_text()))
+    assert shapes <= found, f"tensor-core products missing from {source}: {sorted(shapes - found)}"

@@ -15,6 +15,10 @@
 namespace xlstm_hf {
 namespace cuda {
 
+// bfloat16 and float16 inputs take the tensor cores
+template <typename In>
+constexpr bool kTensorCoreInput = std::is_same_v<In, __nv_bfloat16> || std::is_same_v<In, __half>;
+
 template <typename Real>
 __device__ Real to_real(float x) {
   return Real(x);

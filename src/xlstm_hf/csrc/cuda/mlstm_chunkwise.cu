@@ -21,10 +21,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kTile = 32;      // rows or columns of a tile of C or h
 constexpr int kMaxChunk = 64;  // L
-
-template <typename In>
-constexpr bool kTensorCoreInput = std::is_same_v<In, __nv_bfloat16> || std::is_same_v<In, __half>;
-constexpr int kWmma = 16;                                                  // the m, n, k of a wmma product
+constexpr int kWmma = 16;      // the m, n, k of a wmma product
 
 // update[d][e] = sum_j weight_j k_j[d0 + d] v_j[e0 + e] for a 32 x 32 tile of the memory: (w K)^T V on the
 // tensor cores, w K rounded to the input type; kw16 [32, L] and v16 [L, 32] operand tiles

@@ -6,9 +6,11 @@
 //   3. per chunk, what the keys and values wrote into the memory: the rest of dk, dv;
 //   4. per (batch row, head), the stabilisers of the memory backwards, chunk by chunk (scalars);
 //   5. per chunk, the gate gradients from the cumulative log forget gates.
-// Float32 arithmetic; tiles of 16 columns in shared memory; no tensor cores yet.
+// Tiles of 16 columns in shared memory; the matrix products of launches 1 and 3 through tile_product, on the
+// TF32 tensor cores for bfloat16 and float16 inputs in chunks of a multiple of 16 steps, else float32 SIMT.
 #include "chunk_tiles.cuh"
 #include "reduce.cuh"
+#include "tile_product.cuh"
 
 namespace xlstm_hf {
 namespace cuda {
@@ -19,17 +21,14 @@ constexpr int kCols = 16;      // columns of a tile of q, k, v, h or of the memo
 constexpr int kMaxChunk = 64;  // L
 constexpr int kStateTile = 32;  // the memory tiles of launch 2
 
-
-
 // U[t][dd] = sum_e grad_h[t, e] C[d0 + dd, e] for the chunk's rows: the memory read backwards, one tile of
 // key columns, over all value columns
 template <typename In, typename Real>
 __device__ void memory_times_grad(const MLSTMChunkwiseBackwardArgs<In, Real>& a, int64_t bh, int64_t c, int64_t d0,
-                                  Real* gh_tile, Real* C_tile, Real* U) {
+                                  bool tensor_cores, Real* gh_tile, Real* C_tile, Real* U) {
   const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
   const int64_t N = (f.T + f.L - 1) / f.L;
   const Real* C = f.C_chunks + (bh * N + c) * f.Dqk * f.Dv;
-  for (int64_t index = threadIdx.x; index < f.L * kCols; index += blockDim.x) U[index] = 0;
   for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
     load_tile<kCols>(a.grad_h + bh * f.T * f.Dv, c * f.L, f.T, f.L, f.Dv, e0, gh_tile);
     for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
@@ -37,13 +36,7 @@ __device__ void memory_times_grad(const MLSTMChunkwiseBackwardArgs<In, Real>& a,
       C_tile[index] = d < f.Dqk && e < f.Dv ? C[d * f.Dv + e] : Real(0);
     }
     __syncthreads();
-    for (int64_t index = threadIdx.x; index < f.L * kCols; index += blockDim.x) {
-      const int64_t t = index / kCols, dd = index % kCols;
-      Real sum = 0;
-      for (int ee = 0; ee < kCols; ++ee) sum += gh_tile[t * kCols + ee] * C_tile[dd * kCols + ee];
-      U[index] += sum;
-    }
-    __syncthreads();
+    tile_product<false, true>(tensor_cores, e0 > 0, f.L, kCols, kCols, gh_tile, kCols, C_tile, kCols, U, kCols);
   }
 }
 
@@ -55,17 +48,22 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   __shared__ Real qn[kMaxChunk], qCg[kMaxChunk], inv_N[kMaxChunk], delta[kMaxChunk], d_largest[kMaxChunk];
   __shared__ Real d_rho[kMaxChunk];
   __shared__ int max_count[kMaxChunk];
-  __shared__ Real S[kMaxChunk * kMaxChunk];   // A = qs k^T, then S = A * P
-  __shared__ Real dS[kMaxChunk * kMaxChunk];  // grad_h v^T, then dS
-  __shared__ Real tile1[kMaxChunk * kCols], tile2[kMaxChunk * kCols], U[kMaxChunk * kCols], C_tile[kCols * kCols];
+  __shared__ __align__(32) Real S[kMaxChunk * kMaxChunk];   // q k^T, then S = scale (q k^T) * P
+  __shared__ __align__(32) Real dS[kMaxChunk * kMaxChunk];  // grad_h v^T, then dS, then dA = dS * P
+  __shared__ __align__(32) Real tile1[kMaxChunk * kCols];
+  __shared__ __align__(32) Real tile2[kMaxChunk * kCols];
+  __shared__ __align__(32) Real U[kMaxChunk * kCols];
+  __shared__ __align__(32) Real C_tile[kCols * kCols];
   const int64_t N = (f.T + f.L - 1) / f.L, L = f.L;
   const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, t0 = c * L;
+  const bool tensor_cores = kTensorCoreInput<In> && L % kTF32Rows == 0;
   const Real scale = Real(1) / sqrt(Real(f.Dqk)), m_enter = f.m_chunks[bh * N + c];
   const Real* n_enter = f.n_chunks + (bh * N + c) * f.Dqk;
   const In* q = f.q + bh * f.T * f.Dqk;
   const In* k = f.k + bh * f.T * f.Dqk;
   const In* v = f.v + bh * f.T * f.Dv;
   const In* gh = a.grad_h + bh * f.T * f.Dv;
+  Real* dq = a.dq + bh * f.T * f.Dqk;
   load_chunk_gates(f, bh, c, b, ii);
   for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
     Real key = b[t] - b[0] + ii[0];
@@ -76,20 +74,13 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     qn[t] = 0;
     qCg[t] = 0;
   }
-  for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) S[index] = dS[index] = 0;
   __syncthreads();
-  // A = qs k^T and qs . n;  grad_h v^T
+  // q k^T and qs . n;  grad_h v^T
   for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
     load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile1);
     load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, tile2);
     __syncthreads();
-    for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
-      const int64_t t = index / L, j = index % L;
-      if (j > t) continue;
-      Real sum = 0;
-      for (int dd = 0; dd < kCols; ++dd) sum += tile1[t * kCols + dd] * tile2[j * kCols + dd];
-      S[index] += scale * sum;
-    }
+    tile_product<false, true>(tensor_cores, d0 > 0, L, L, kCols, tile1, kCols, tile2, kCols, S, L);
     for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
       Real sum = 0;
       for (int dd = 0; dd < kCols && d0 + dd < f.Dqk; ++dd) sum += tile1[t * kCols + dd] * n_enter[d0 + dd];
@@ -101,20 +92,18 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     load_tile<kCols>(gh, t0, f.T, L, f.Dv, e0, tile1);
     load_tile<kCols>(v, t0, f.T, L, f.Dv, e0, tile2);
     __syncthreads();
-    for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
-      const int64_t t = index / L, j = index % L;
-      if (j > t) continue;
-      Real sum = 0;
-      for (int ee = 0; ee < kCols; ++ee) sum += tile1[t * kCols + ee] * tile2[j * kCols + ee];
-      dS[index] += sum;
-    }
-    __syncthreads();
+    tile_product<false, true>(tensor_cores, e0 > 0, L, L, kCols, tile1, kCols, tile2, kCols, dS, L);
   }
-  // qs_t . (C grad_h_t), the read of the memory backwards
+  // qs_t . (C grad_h_t), the read of the memory backwards; dq holds scale R (C grad_h) until the normaliser
+  // is known
   for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
-    memory_times_grad(a, bh, c, d0, tile1, C_tile, U);
+    memory_times_grad(a, bh, c, d0, tensor_cores, tile1, C_tile, U);
     load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile2);
     __syncthreads();
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+      const int64_t t = index / kCols, d = d0 + index % kCols;
+      if (d < f.Dqk && t0 + t < f.T) dq[(t0 + t) * f.Dqk + d] = scale * R[t] * U[index];
+    }
     for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
       Real sum = 0;
       for (int dd = 0; dd < kCols; ++dd) sum += tile2[t * kCols + dd] * U[t * kCols + dd];
@@ -126,7 +115,7 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
     Real row_S = 0, dot = 0;
     for (int64_t j = 0; j <= t; ++j) {
-      const Real s = S[t * L + j] * exp(b[t] - b[j] + ii[j] - m_t[t]);
+      const Real s = scale * S[t * L + j] * exp(b[t] - b[j] + ii[j] - m_t[t]);
       S[t * L + j] = s;
       row_S += s;
       dot += s * dS[t * L + j];
@@ -172,27 +161,38 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   }
   Real rho_sum = 0;
   for (int64_t t = threadIdx.x; t < L; t += blockDim.x) rho_sum += d_rho[t];
-  rho_sum = block_sum(rho_sum, U);
+  rho_sum = block_sum(rho_sum, U);  // also the barrier after the columns' reads of dS and S
   if (threadIdx.x == 0) a.dm_out[bh * N + c] = rho_sum;
-  // dq = scale * (R (C g + delta n) + dA k), dk = dA^T qs, dn_out = qs^T (R delta); dA = dS * P
+  // dA = dS * P and S as the products below read them: zero above the diagonal
+  for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
+    const int64_t t = index / L, j = index % L;
+    if (j <= t) {
+      dS[index] *= exp(b[t] - b[j] + ii[j] - m_t[t]);
+    } else {
+      S[index] = dS[index] = 0;
+    }
+  }
+  __syncthreads();
+  // dq = inv_N (scale R C grad_h) + scale (R delta n + dA k)
   for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
-    memory_times_grad(a, bh, c, d0, tile1, C_tile, U);
     load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, tile1);
+    __syncthreads();
+    tile_product<false, false>(tensor_cores, false, L, kCols, L, dS, L, tile1, kCols, U, kCols);
+    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
+      const int64_t t = index / kCols, d = d0 + index % kCols;
+      if (d >= f.Dqk || t0 + t >= f.T) continue;
+      Real& at = dq[(t0 + t) * f.Dqk + d];
+      at = inv_N[t] * at + scale * (R[t] * delta[t] * n_enter[d] + U[index]);
+    }
+  }
+  // dk = scale dA^T qs, dn_out = scale q^T (R delta)
+  for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
     load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile2);
     __syncthreads();
+    tile_product<true, false>(tensor_cores, false, L, kCols, L, dS, L, tile2, kCols, U, kCols);
     for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
-      const int64_t t = index / kCols, dd = index % kCols, d = d0 + dd;
-      if (d >= f.Dqk || t0 + t >= f.T) continue;
-      Real from_keys = 0, from_queries = 0;
-      for (int64_t j = 0; j <= t; ++j) {
-        from_keys += dS[t * L + j] * exp(b[t] - b[j] + ii[j] - m_t[t]) * tile1[j * kCols + dd];
-      }
-      for (int64_t s = t; s < L; ++s) {  // as key t: the queries s >= t
-        from_queries += dS[s * L + t] * exp(b[s] - b[t] + ii[t] - m_t[s]) * tile2[s * kCols + dd];
-      }
-      const Real dqs = R[t] * (inv_N[t] * U[t * kCols + dd] + delta[t] * n_enter[d]) + from_keys;
-      a.dq[(bh * f.T + t0 + t) * f.Dqk + d] = scale * dqs;
-      a.dk[(bh * f.T + t0 + t) * f.Dqk + d] = scale * from_queries;
+      const int64_t j = index / kCols, d = d0 + index % kCols;
+      if (d < f.Dqk && t0 + j < f.T) a.dk[(bh * f.T + t0 + j) * f.Dqk + d] = scale * U[index];
     }
     for (int64_t dd = threadIdx.x; dd < kCols; dd += blockDim.x) {
       if (d0 + dd >= f.Dqk) continue;
@@ -202,36 +202,30 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     }
     __syncthreads();
   }
-  // dv = S^T g, dC_out = qs^T (R g), g = grad_h / normaliser
+  // dv = S^T g, dC_out = scale (R q)^T g, g = grad_h / normaliser
   for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
     load_tile<kCols>(gh, t0, f.T, L, f.Dv, e0, tile1);
     __syncthreads();
     for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) tile1[index] *= inv_N[index / kCols];
     __syncthreads();
+    tile_product<true, false>(tensor_cores, false, L, kCols, L, S, L, tile1, kCols, U, kCols);
     for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
-      const int64_t j = index / kCols, ee = index % kCols;
-      if (t0 + j >= f.T || e0 + ee >= f.Dv) continue;
-      Real sum = 0;
-      for (int64_t t = j; t < L; ++t) sum += S[t * L + j] * tile1[t * kCols + ee];
-      a.dv[(bh * f.T + t0 + j) * f.Dv + e0 + ee] = sum;
+      const int64_t j = index / kCols, e = e0 + index % kCols;
+      if (t0 + j < f.T && e < f.Dv) a.dv[(bh * f.T + t0 + j) * f.Dv + e] = U[index];
     }
     for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
       load_tile<kCols>(q, t0, f.T, L, f.Dqk, d0, tile2);
       __syncthreads();
+      for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) tile2[index] *= R[index / kCols];
+      __syncthreads();
+      tile_product<true, false>(tensor_cores, false, kCols, kCols, L, tile2, kCols, tile1, kCols, C_tile, kCols);
       for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
         const int64_t d = d0 + index / kCols, e = e0 + index % kCols;
-        if (d >= f.Dqk || e >= f.Dv) continue;
-        Real sum = 0;
-        for (int64_t t = 0; t < L; ++t) {
-          sum += tile2[t * kCols + index / kCols] * R[t] * tile1[t * kCols + index % kCols];
-        }
-        a.dC_out[((bh * N + c) * f.Dqk + d) * f.Dv + e] = scale * sum;
+        if (d < f.Dqk && e < f.Dv) a.dC_out[((bh * N + c) * f.Dqk + d) * f.Dv + e] = scale * C_tile[index];
       }
-      __syncthreads();
     }
   }
 }
-
 
 // Launch 2: one block per (batch row, head, 32 x 32 tile of the memory), chunks from the last.
 template <typename In, typename Real>
@@ -289,10 +283,13 @@ template <typename In, typename Real>
 __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
   __shared__ Real b[kMaxChunk], ii[kMaxChunk], weight[kMaxChunk], dw[kMaxChunk], decay_and_m[3];
-  __shared__ Real k_tile[kMaxChunk * kCols], v_tile[kMaxChunk * kCols], product[kMaxChunk * kCols];
-  __shared__ Real dC_tile[kCols * kCols];
+  __shared__ __align__(32) Real k_tile[kMaxChunk * kCols];
+  __shared__ __align__(32) Real v_tile[kMaxChunk * kCols];
+  __shared__ __align__(32) Real product[kMaxChunk * kCols];
+  __shared__ __align__(32) Real dC_tile[kCols * kCols];
   const int64_t N = (f.T + f.L - 1) / f.L, L = f.L;
   const int64_t bh = blockIdx.x / N, c = blockIdx.x % N, t0 = c * L;
+  const bool tensor_cores = kTensorCoreInput<In> && L % kTF32Rows == 0;
   const Real* dC = a.dC_out + (bh * N + c) * f.Dqk * f.Dv;
   const Real* dn = a.dn_out + (bh * N + c) * f.Dqk;
   const In* k = f.k + bh * f.T * f.Dqk;
@@ -308,7 +305,6 @@ __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   }
   // (k_j^T dC') v_j and dv_j += w_j k_j^T dC', tile by tile of value columns
   for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
-    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) product[index] = 0;
     for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
       load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, k_tile);
       for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
@@ -316,13 +312,7 @@ __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
         dC_tile[index] = d < f.Dqk && e < f.Dv ? dC[d * f.Dv + e] : Real(0);
       }
       __syncthreads();
-      for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
-        const int64_t j = index / kCols, ee = index % kCols;
-        Real sum = 0;
-        for (int dd = 0; dd < kCols; ++dd) sum += k_tile[j * kCols + dd] * dC_tile[dd * kCols + ee];
-        product[index] += sum;
-      }
-      __syncthreads();
+      tile_product<false, false>(tensor_cores, d0 > 0, L, kCols, kCols, k_tile, kCols, dC_tile, kCols, product, kCols);
     }
     load_tile<kCols>(v, t0, f.T, L, f.Dv, e0, v_tile);
     __syncthreads();
@@ -339,7 +329,6 @@ __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   }
   // dC' v_j + dn', and k_j . dn'; dk_j += w_j (dC' v_j + dn'), tile by tile of key columns
   for (int64_t d0 = 0; d0 < f.Dqk; d0 += kCols) {
-    for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) product[index] = 0;
     for (int64_t e0 = 0; e0 < f.Dv; e0 += kCols) {
       load_tile<kCols>(v, t0, f.T, L, f.Dv, e0, v_tile);
       for (int64_t index = threadIdx.x; index < kCols * kCols; index += blockDim.x) {
@@ -347,13 +336,7 @@ __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
         dC_tile[index] = d < f.Dqk && e < f.Dv ? dC[d * f.Dv + e] : Real(0);
       }
       __syncthreads();
-      for (int64_t index = threadIdx.x; index < L * kCols; index += blockDim.x) {
-        const int64_t j = index / kCols, dd = index % kCols;
-        Real sum = 0;
-        for (int ee = 0; ee < kCols; ++ee) sum += dC_tile[dd * kCols + ee] * v_tile[j * kCols + ee];
-        product[index] += sum;
-      }
-      __syncthreads();
+      tile_product<false, true>(tensor_cores, e0 > 0, L, kCols, kCols, v_tile, kCols, dC_tile, kCols, product, kCols);
     }
     load_tile<kCols>(k, t0, f.T, L, f.Dqk, d0, k_tile);
     __syncthreads();

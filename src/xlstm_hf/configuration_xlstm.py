@@ -4,7 +4,7 @@ import copy
 import math
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import PreTrainedConfig, configuration_utils
 from transformers.activations import ACT2FN
 
 from .ops import BACKENDS
@@ -15,6 +15,10 @@ NORM_TYPES = ("layernorm", "rmsnorm")
 SCALINGS = ("mean", "std", None)
 TIME_SERIES_LOSSES = ("mse", "nll", "quantile")
 DISTRIBUTIONS = ("student_t", "normal", "negative_binomial")
+
+# transformers' base config checks `layer_types` against the attention layer types it knows wherever it reads
+# a config.json without the model's class (Trainer does, resuming from a checkpoint): ours join that list.
+configuration_utils.ALLOWED_ATTN_LAYER_TYPES = (*configuration_utils.ALLOWED_ATTN_LAYER_TYPES, *LAYER_TYPES)
 
 # Values that the field `None` stands for, per block family: the official NeurIPS blocks and the
 # xLSTM-Large (7B) block.
@@ -107,6 +111,11 @@ class XLSTMConfig(PreTrainedConfig):
     """
 
     model_type = "xlstm_hf"
+    # FSDP2 through `from_pretrained(..., distributed_config=...)`: a shard group per block, the out norm kept
+    # whole; XLSTMPreTrainedModel drops the rules for modules a configuration does not build
+    base_model_fsdp_plan = {
+        "embeddings": "free_full_weight", "blocks.*": "free_full_weight", "out_norm": "keep_full_weight"
+    }
     attribute_map = {
         "num_attention_heads": "num_heads", "num_blocks": "num_hidden_layers", "embedding_dim": "hidden_size"
     }

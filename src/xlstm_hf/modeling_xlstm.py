@@ -16,6 +16,7 @@ from torch.utils._pytree import tree_leaves, tree_map_only
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.distributed.parallel_utils import replace_layer_number_by_wildcard
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import Seq2SeqLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.models.bart.modeling_bart import shift_tokens_right
@@ -568,6 +569,14 @@ class XLSTMPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _is_stateful = True
 
+    def init_parallel_plans(self) -> None:
+        """transformers' parallel plans, less the FSDP rules for modules this model does not have (the
+        embedding of a model without vocabulary; the base model's rules at the top of the seq2seq model, whose
+        encoder and decoder bring their own)."""
+        super().init_parallel_plans()
+        names = {replace_layer_number_by_wildcard(name) for name, _ in self.named_modules()}
+        self._fsdp_plan = {rule: style for rule, style in self._fsdp_plan.items() if rule in names}
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         """The official initialisation (DESIGN.md 1.6), decided by the module that owns each parameter:
@@ -824,6 +833,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
     """xLSTM language model: the block stack and a (optionally tied, optionally soft-capped) LM head."""
 
     _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
 
     def __init__(self, config: XLSTMConfig):
         super().__init__(config)
@@ -1051,6 +1061,7 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
 
     base_model_prefix = "model"
     _tied_weights_keys = {"lm_head.weight": "encoder.embeddings.weight"}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
 
     def __init__(self, config: XLSTMConfig):
         config.is_encoder_decoder = True

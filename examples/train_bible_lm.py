@@ -53,10 +53,10 @@ QUICK_DEFAULTS = {
 }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_training_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    """The data, model and recipe flags this example shares with train_distributed.py."""
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/bible_lm"))
+    parser.add_argument("--output-dir", type=Path, default=Path(output_dir))
     parser.add_argument("--max-verses", type=int, default=None, help="use only the first this many verses")
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--block-size", type=int, default=128, help="tokens per training sequence")
@@ -65,9 +65,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layer-types", nargs="+", choices=["mlstm", "slstm"],
                         default=["mlstm", "slstm", "mlstm", "mlstm"], help="xLSTM blocks, bottom to top")
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per process and step")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_training_arguments(parser, "outputs/bible_lm")
     parser.add_argument("--prompt", default="In the beginning")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     args = parser.parse_args(argv)

@@ -18,10 +18,9 @@ The main process writes the model, the tokenizer and `metrics.json` (validation 
 import argparse
 import json
 import math
-from pathlib import Path
 
 from torch.distributed.fsdp import FSDPModule
-from train_bible_lm import as_lm_dataset, build_xlstm, prepare_data  # the data and model of the LM example
+from train_bible_lm import add_training_arguments, as_lm_dataset, build_xlstm, prepare_data
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -34,21 +33,9 @@ LORA_TARGETS = ["proj_up", "proj_down", "qkvo_proj", "out_proj"]  # the linear p
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/distributed_lm"))
-    parser.add_argument("--max-verses", type=int, default=None, help="use only the first this many verses")
-    parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--block-size", type=int, default=128, help="tokens per training sequence")
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--layer-types", nargs="+", choices=["mlstm", "slstm"],
-                        default=["mlstm", "slstm", "mlstm", "mlstm"])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=16, help="sequences per process and step")
+    add_training_arguments(parser, "outputs/distributed_lm")
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--optim", default="adamw_torch", help="a TrainingArguments optimizer name, e.g. sgd")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--use-cpu", action="store_true", help="train on the CPU even where a GPU is present")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (autocast)")
     parser.add_argument("--activation-checkpointing", action="store_true")

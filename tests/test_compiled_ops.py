@@ -225,13 +225,15 @@ def test_model_on_compiled_kernels_matches_native(family):
     assert torch.equal(compiled_model.eval().generate(ids[:, :5], **greedy), native_tokens)
 
 
-def test_torch_compile_of_a_training_step_matches_eager():
+@pytest.mark.parametrize("family", ["neurips", "large"])
+def test_torch_compile_of_a_training_step_matches_eager(family):
     """The fake kernels and autograd formulas of the operators under torch.compile (inductor): the
-    sLSTM and the causal convolution of NeurIPS blocks, forward and backward."""
+    sLSTM and the causal convolution, forward and backward, in the blocks of both families."""
     def make():
         torch.manual_seed(0)
-        return XLSTMForCausalLM(XLSTMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_heads=2,
-                                            chunk_size=4, layer_types=["mlstm", "slstm", "mlstm"])).train()
+        config = XLSTMConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_heads=2, chunk_size=4,
+                             layer_types=["mlstm", "slstm", "mlstm"], block_family=family)
+        return XLSTMForCausalLM(config).train()
 
     ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(1))
     eager, compiled_model = make(), make()

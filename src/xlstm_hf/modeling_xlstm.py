@@ -7,10 +7,13 @@ one of `MLSTMLayer` (NeurIPS), `MLSTMLargeLayer` (xLSTM-7B) or `SLSTMLayer`. The
 """
 
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import HfApi
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map_only
 from transformers import GenerationMixin, PreTrainedModel
@@ -28,6 +31,7 @@ from .checkpoint_mapping import (
     read_transformers_xlstm_checkpoint,
 )
 from .configuration_xlstm import XLSTMConfig
+from .hub import CARD_TEMPLATE, auto_map, model_card, write_own_code
 from .ops import causal_conv1d, choose_backend, mlstm, slstm
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
@@ -568,6 +572,30 @@ class XLSTMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["XLSTMBlock"]
     supports_gradient_checkpointing = True
     _is_stateful = True
+
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
+        """transformers' save, plus the model's own code (it then loads with `trust_remote_code=True` where
+        xlstm_hf is not installed; `config.auto_map` names every Auto class it loads with) and a model card
+        (README.md, unless the folder has one)."""
+        self.config.auto_map = auto_map(self)
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if is_main_process:
+            folder = Path(save_directory)
+            write_own_code(folder)
+            if CARD_TEMPLATE.is_file() and not (folder / "README.md").exists():
+                model_card(self).save(folder / "README.md")
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
+                    token: str | None = None, revision: str | None = None, create_pr: bool = False,
+                    max_shard_size: str | int = "50GB", **kwargs):
+        """Upload what `save_pretrained` writes (weights, config, the model's own code, its card) to the Hub
+        repository `repo_id`, created if needed."""
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size, **kwargs)
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message or
+                                     f"Upload {type(self).__name__}", revision=revision, create_pr=create_pr)
 
     def init_parallel_plans(self) -> None:
         """transformers' parallel plans, less the FSDP rules for modules this model does not have (the

@@ -25,8 +25,8 @@ BACKENDS = ("auto", "native", "cpp", "cuda")
 OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "slstm", "causal_conv1d", "decode_step")
 
 _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
-_COMPILED = {"mlstm_step": compiled.mlstm_step, "slstm": compiled.slstm, "causal_conv1d": compiled.causal_conv1d}
 _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1d": causal_conv1d_reference}
+_COMPILED = tuple(_REFERENCES)  # each has a compiled kernel of the same name in ops.compiled
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
 _COMPILED_ON_CPU = (*_COMPILED, "decode_step")
 _COMPILED_ON_CUDA = ("mlstm_step", "slstm", "mlstm_chunkwise")
@@ -63,7 +63,7 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tu
 
 def _kernel(op: str, device: torch.device, requested: str):
     backend, _ = choose_backend(op, device, requested)
-    return _REFERENCES[op] if backend == "native" else _COMPILED[op]
+    return _REFERENCES[op] if backend == "native" else getattr(compiled, op)
 
 
 def mlstm(

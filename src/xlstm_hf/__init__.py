@@ -1,7 +1,7 @@
 """xLSTM (mLSTM and sLSTM blocks, and the xLSTM-7B block) as a transformers model family.
 
 Importing the package registers `XLSTMConfig` (model type "xlstm_hf") and the models with the Auto
-classes; it compiles nothing, prints nothing and needs no GPU.
+classes, and the "seq2seq-generation" pipeline; it compiles nothing, prints nothing and needs no GPU.
 """
 
 from transformers import (
@@ -32,6 +32,7 @@ from .modeling_xlstm_time_series import (
     XLSTMForTimeSeriesPredictionOutput,
     XLSTMTimeSeriesSampleOutput,
 )
+from .pipelines import Seq2SeqGenerationPipeline
 
 AutoConfig.register(XLSTMConfig.model_type, XLSTMConfig)
 AutoModel.register(XLSTMConfig, XLSTMModel)
@@ -44,6 +45,7 @@ AutoModelForTimeSeriesPrediction.register(XLSTMConfig, XLSTMForTimeSeriesPredict
 __version__ = "0.1.0"
 
 __all__ = [
+    "Seq2SeqGenerationPipeline",
     "XLSTMCache",
     "XLSTMCausalLMOutput",
     "XLSTMConfig",

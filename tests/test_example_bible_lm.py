@@ -35,3 +35,5 @@ def test_quick_run_trains_compares_saves_and_samples(tmp_path):
     assert {"parameters", "validation_perplexity", "train_time_s"} <= written["xlstm"].keys()
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), XLSTMForCausalLM)
     assert isinstance(metrics["sample"], str) and metrics["sample"].strip()
+    assert "validation perplexity" in (tmp_path / "README.md").read_text()  # the card records the run
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

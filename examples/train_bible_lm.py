@@ -30,6 +30,7 @@ from pathlib import Path
 
 import matplotlib
 import torch
+from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -138,9 +139,10 @@ def pack_into_blocks(tokenizer: PreTrainedTokenizerFast, verses: list[str], bloc
     return stream[: num_blocks * block_size].view(num_blocks, block_size)
 
 
-def as_lm_dataset(blocks: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """Causal LM examples for `Trainer`: the labels are the inputs (the models shift them)."""
-    return [{"input_ids": block, "labels": block} for block in blocks]
+def as_lm_dataset(blocks: torch.Tensor) -> Dataset:
+    """Causal LM examples for `Trainer` as a `datasets.Dataset`: the labels are the inputs (the models shift
+    them)."""
+    return Dataset.from_dict({"input_ids": blocks, "labels": blocks}).with_format("torch")
 
 
 def unigram_perplexity(train_blocks: torch.Tensor, validation_blocks: torch.Tensor, vocab_size: int) -> float:

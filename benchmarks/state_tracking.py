@@ -1,0 +1,97 @@
+"""State tracking: parity and a running sum modulo 5, trained on sequences of at most 40 tokens and tested
+on 40 to 256 (length generalisation). The xLSTM paper's claim: sLSTM, with its recurrent mixing and
+exponential gates, tracks state like an LSTM where attention and the mLSTM do not extrapolate.
+
+    python benchmarks/state_tracking.py            # the study (results/state_tracking.json, .png)
+    python benchmarks/state_tracking.py --quick    # seconds, a smoke run
+
+Task: tokens x_1..x_T (bits for parity, digits 0-4 for the sum), and at every position the label
+(x_1 + ... + x_t) mod m; training supervises every position, testing scores the last one (the whole
+sequence's answer). Every contender has about the same number of parameters and the same training.
+"""
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+import torch
+from contenders import build
+from training import RESULTS, accuracy, save, train
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+TASKS = {"parity": 2, "sum_mod_5": 5}
+CONTENDERS = ("xlstm-s", "xlstm-ms", "xlstm-m", "lstm", "llama")
+TEST_LENGTHS = (40, 64, 128, 256)
+MAX_TRAIN_LENGTH = 40
+
+
+def batch(modulus: int, size: int, length: int, generator: torch.Generator, last_only: bool = False):
+    tokens = torch.randint(0, modulus, (size, length), generator=generator)
+    labels = tokens.cumsum(1) % modulus
+    if last_only:
+        labels[:, :-1] = -100
+    return tokens, labels
+
+
+def run(task: str, name: str, args: argparse.Namespace) -> dict:
+    modulus = TASKS[task]
+    model, parameters = build(name, vocab_size=modulus, num_outputs=modulus, layers=2, budget=args.budget)
+
+    def next_batch(generator):
+        length = int(torch.randint(2, MAX_TRAIN_LENGTH + 1, (1,), generator=generator))
+        return batch(modulus, args.batch_size, length, generator)
+
+    seconds = train(model, next_batch, args.steps, args.learning_rate)
+    generator = torch.Generator().manual_seed(1234)
+    by_length = {
+        length: accuracy(model, batch(modulus, args.test_size, length, generator, last_only=True))
+        for length in TEST_LENGTHS
+    }
+    print(
+        f"{task:10} {name:9} {parameters:7,} parameters  "
+        + "  ".join(f"T={length}: {value:.2f}" for length, value in by_length.items())
+        + f"  ({seconds:.0f} s)"
+    )
+    return {"parameters": parameters, "train_seconds": seconds, "accuracy_by_length": by_length}
+
+
+def plot(results: dict, path) -> None:
+    figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), sharey=True)
+    for axis, (task, by_model) in zip(axes, results.items()):
+        for name, result in by_model.items():
+            lengths = list(result["accuracy_by_length"])
+            axis.plot(lengths, list(result["accuracy_by_length"].values()), "o-", label=name)
+        axis.axvline(MAX_TRAIN_LENGTH, color="gray", linestyle=":", label="longest training sequence")
+        axis.axhline(1 / TASKS[task], color="gray", linestyle="--", label="chance")
+        axis.set(title=task, xlabel="test length", xscale="log")
+    axes[0].set_ylabel("accuracy of the last position")
+    axes[-1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--test-size", type=int, default=512)
+    parser.add_argument("--budget", type=int, default=30_000, help="parameters of every contender")
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.test_size, args.budget = 3, 16, 5_000
+    torch.manual_seed(0)
+    results = {task: {name: run(task, name, args) for name in CONTENDERS} for task in TASKS}
+    path = save(args.output_dir, "state_tracking", {"settings": vars(args), "results": results})
+    plot(results, path.with_suffix(".png"))
+    print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

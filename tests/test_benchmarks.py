@@ -1,0 +1,32 @@
+"""The evidence studies in `benchmarks/` in their `--quick` mode (seconds each), so that they never rot:
+each trains every contender briefly, writes its JSON and its plot, and names them on its last line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+# study: the contenders its results must list (per task or setting where it has several)
+STUDIES = {
+    "gradient_flow": {"lstm", "xlstm-s", "xlstm-m", "xlstm-ms"},
+    "state_tracking": {"xlstm-s", "xlstm-ms", "xlstm-m", "lstm", "llama"},
+    "mqar": {"xlstm-m", "xlstm-ms", "xlstm-s", "lstm", "gru", "llama", "mamba"},
+    "speed_scaling": {"xlstm_hf NeurIPS m-s-m-m", "xlstm_hf Large", "transformers xLSTM (Large)",
+                      "official xlstm NeurIPS (vanilla sLSTM)", "torch.nn.LSTM", "Llama (sdpa)"},
+}
+
+
+@pytest.mark.parametrize("study", list(STUDIES))
+def test_study_quick_run(study, tmp_path):
+    command = [sys.executable, f"{study}.py", "--quick", "--output-dir", str(tmp_path)]
+    result = subprocess.run(command, cwd=BENCHMARKS, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("RESULT")
+    results = json.loads((tmp_path / f"{study}.json").read_text())["results"]
+    groups = [results] if study in ("gradient_flow", "speed_scaling") else list(results.values())
+    assert all(set(group) == STUDIES[study] for group in groups)
+    assert (tmp_path / f"{study}.png").read_bytes()[:4] == b"\x89PNG"

@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
         args.length, args.steps, args.probe_size, args.budget = 16, 2, 4, 5_000
     torch.manual_seed(0)
     results = {name: run(name, args) for name in CONTENDERS}
-    path = save(args.output_dir, "gradient_flow", {"settings": vars(args), "results": results})
+    path = save(args, "gradient_flow", results)
     plot(results, path.with_suffix(".png"))
     print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
     return results

@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     for setting in args.settings:
         length, pairs = map(int, setting.split(":"))
         results[f"T={length}, {pairs} pairs"] = {name: run(name, length, pairs, args) for name in CONTENDERS}
-    path = save(args.output_dir, "mqar", {"settings": vars(args), "results": results})
+    path = save(args, "mqar", results)
     plot(results, path.with_suffix(".png"))
     print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
     return results

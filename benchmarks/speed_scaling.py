@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
             print(
                 f"{name:40} T={length:6}  " + "  ".join(f"{k} {v:,.1f}" for k, v in results[name][str(length)].items())
             )
-    path = save(args.output_dir, "speed_scaling", {"settings": vars(args), "results": results})
+    path = save(args, "speed_scaling", results)
     plot(results, args.lengths, path.with_suffix(".png"))
     print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
     return results

@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
         args.steps, args.test_size, args.budget = 3, 16, 5_000
     torch.manual_seed(0)
     results = {task: {name: run(task, name, args) for name in CONTENDERS} for task in TASKS}
-    path = save(args.output_dir, "state_tracking", {"settings": vars(args), "results": results})
+    path = save(args, "state_tracking", results)
     plot(results, path.with_suffix(".png"))
     print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
     return results

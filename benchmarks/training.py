@@ -50,9 +50,11 @@ def accuracy(model: nn.Module, batch: Batch) -> float:
     return (predicted[labelled] == labels[labelled]).float().mean().item()
 
 
-def save(folder: Path, name: str, results: dict) -> Path:
-    """Write `results` to folder/name.json; -> that path (the plot goes beside it, .png)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(results, indent=2, default=str))
+def save(args, name: str, results: dict) -> Path:
+    """Write the study's settings (its command-line arguments, less the output folder, which is this
+    machine's) and `results` to args.output_dir/name.json; -> that path (the plot goes beside it, .png)."""
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    path = args.output_dir / f"{name}.json"
+    settings = {key: value for key, value in vars(args).items() if key != "output_dir"}
+    path.write_text(json.dumps({"settings": settings, "results": results}, indent=2, default=str))
     return path

@@ -213,8 +213,11 @@ def is_transformers_xlstm_checkpoint(path_or_repo: str, **hub_kwargs) -> bool:
         return False
     if config_file is None:
         return False
-    with open(config_file) as f:
-        return json.load(f).get("model_type") == "xlstm"
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            return json.load(f).get("model_type") == "xlstm"
+    except (ValueError, UnicodeDecodeError, AttributeError):  # not a JSON object: the regular loader reports it
+        return False
 
 
 def read_transformers_xlstm_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple[XLSTMConfig, dict]:

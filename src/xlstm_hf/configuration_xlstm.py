@@ -4,6 +4,7 @@ import copy
 import math
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import PreTrainedConfig, configuration_utils
 from transformers.activations import ACT2FN
 
@@ -174,6 +175,9 @@ class XLSTMConfig(PreTrainedConfig):
     decoder_start_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
+        for alias, name in self.attribute_map.items():  # num_blocks=... before the defaults that read it
+            if alias in kwargs:
+                setattr(self, name, kwargs.pop(alias))
         if self.layer_types is None:
             self.layer_types = ["mlstm"] * self.num_hidden_layers
         else:
@@ -347,6 +351,23 @@ class XLSTMConfig(PreTrainedConfig):
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+_strict_setattr = XLSTMConfig.__setattr__
+
+
+def _setattr_raising_type_error(self, name: str, value) -> None:
+    """`@strict`'s type check of a field, as a TypeError that names the field."""
+    try:
+        _strict_setattr(self, name, value)
+    except StrictDataclassFieldValidationError as error:
+        declared = self.__dataclass_fields__[name].type
+        declared = getattr(declared, "__name__", None) if isinstance(declared, type) else str(declared)
+        raise TypeError(f"{name}={value!r} does not have the field's type {declared}; pass a value of that "
+                        "type (see XLSTMConfig's docstring).") from error
+
+
+XLSTMConfig.__setattr__ = _setattr_raising_type_error
 
 
 __all__ = ["XLSTMConfig"]

@@ -8,6 +8,7 @@ one of `MLSTMLayer` (NeurIPS), `MLSTMLargeLayer` (xLSTM-7B) or `SLSTMLayer`. The
 
 import math
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from transformers.modeling_outputs import Seq2SeqLMOutput, SequenceClassifierOut
 from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import ModelOutput, can_return_tuple
 
+from .checkpoint_integrity import load_checked, staged_save, write_checksums
 from .checkpoint_mapping import (
     is_transformers_xlstm_checkpoint,
     load_converted_weights,
@@ -32,6 +34,19 @@ from .checkpoint_mapping import (
 )
 from .configuration_xlstm import XLSTMConfig
 from .hub import CARD_TEMPLATE, auto_map, model_card, write_own_code
+from .input_checks import (
+    check_attention_mask,
+    check_class_labels,
+    check_decoder_inputs,
+    check_embeddings,
+    check_every_row_has_a_real_step,
+    check_finite,
+    check_generate_arguments,
+    check_sequence_labels,
+    check_token_ids,
+    input_rows_and_steps,
+    require_tensor,
+)
 from .ops import causal_conv1d, choose_backend, mlstm, slstm
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
@@ -118,8 +133,10 @@ def headwise_pair(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) ->
 class CausalConv1d(nn.Module):
     """Depthwise causal convolution over time that carries its last `kernel_size - 1` inputs as state.
 
-    Padded steps (mask False) enter the convolution as zeros, the same zeros that precede a sequence,
-    and are skipped in the carried history, so a padded step leaves the state untouched.
+    Padded steps (mask False) are skipped: each real step reads the real steps before it and the carried
+    history, which holds the last real inputs. So a padded step leaves the state untouched, and padding
+    anywhere in a row (left padding: where zeros precede a sequence anyway) changes nothing at its real
+    steps, whether the row comes whole or in pieces. Outputs at padded steps are don't-care.
     """
 
     def __init__(self, features: int, kernel_size: int, backend: str = "auto"):
@@ -133,13 +150,17 @@ class CausalConv1d(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [B, T, F]; history: [B, K-1, F]; mask: [B, T] -> (y [B, T, F], new history [B, K-1, F])."""
         B, _, features = x.shape
-        if mask is not None:
-            x = x.masked_fill(~mask[..., None], 0.0)
         if history is None:
             history = x.new_zeros(B, self.kernel_size - 1, features)
         history = history.to(x.dtype)
-        y = causal_conv1d(x, history, self.weight, self.bias, backend=self.backend)
-        return y, self._last_real_inputs(x, history, mask)
+        if mask is None:
+            y = causal_conv1d(x, history, self.weight, self.bias, backend=self.backend)
+            return y, self._last_real_inputs(x, history, mask)
+        x = x.masked_fill(~mask[..., None], 0.0)
+        # each row's real steps moved to its front in order (the padded ones after them), convolved, moved back
+        order = torch.argsort((~mask).int(), dim=1, stable=True)[..., None].expand(-1, -1, features)  # [B, T, F]
+        y = causal_conv1d(x.gather(1, order), history, self.weight, self.bias, backend=self.backend)
+        return torch.empty_like(y).scatter(1, order, y), self._last_real_inputs(x, history, mask)
 
     def _last_real_inputs(self, x: torch.Tensor, history: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         keep = self.kernel_size - 1
@@ -471,13 +492,17 @@ def plain_submodules(modules: list[nn.Module]) -> list[nn.Module] | None:
 
 class ModuleTreeVersion:
     """Counts every registration or replacement of a module or parameter anywhere (torch's global
-    registration hooks), so that the compiled one-token step collects its parameters again only then."""
+    registration hooks), so that the compiled one-token step collects its parameters again only then.
+    Threads may build or change models at once: every change counts (under a lock), so that the count never
+    comes back to a value seen before."""
 
     value = 0
+    _lock = threading.Lock()
 
     @classmethod
     def bump(cls, *args) -> None:
-        cls.value += 1
+        with cls._lock:
+            cls.value += 1
 
 
 torch.nn.modules.module.register_module_module_registration_hook(ModuleTreeVersion.bump)
@@ -506,6 +531,7 @@ class XLSTMCache:
     def __init__(self, num_layers: int):
         self.layer_states: list[BlockState | None] = [None] * num_layers
         self.seen_tokens = 0
+        self.block_shapes = None  # the parameter shapes of the blocks of the model that wrote the states
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Number of tokens consumed so far (the state itself does not grow with it)."""
@@ -575,15 +601,43 @@ class XLSTMPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
         """transformers' save, plus the model's own code (it then loads with `trust_remote_code=True` where
-        xlstm_hf is not installed; `config.auto_map` names every Auto class it loads with) and a model card
-        (README.md, unless the folder has one)."""
+        xlstm_hf is not installed; `config.auto_map` names every Auto class it loads with), a model card
+        (README.md, unless the folder has one) and the sha256 of the weights (weights.sha256). All of it is
+        written beside the folder's files first and moved into place only when complete, so a failed save
+        leaves an older checkpoint in the folder loadable (see checkpoint_integrity.py)."""
         self.config.auto_map = auto_map(self)
-        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
-        if is_main_process:
-            folder = Path(save_directory)
-            write_own_code(folder)
+        folder = Path(save_directory)
+        saves_here = getattr(self, "should_save_on_this_rank", lambda main: main)(is_main_process)
+        if not saves_here or kwargs.get("distributed_checkpoint") or folder.is_file():
+            # other ranks only take part in gathering the weights; every rank writes a distributed checkpoint
+            super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+            if saves_here and folder.is_dir():
+                write_own_code(folder)
+                if CARD_TEMPLATE.is_file() and not (folder / "README.md").exists():
+                    model_card(self).save(folder / "README.md")
+            return
+        if kwargs.get("push_to_hub"):
+            kwargs.setdefault("repo_id", folder.resolve().name)  # not the staging folder's name
+        with staged_save(folder) as staging:
+            super().save_pretrained(staging, *args, is_main_process=is_main_process, **kwargs)
+            write_own_code(staging)
             if CARD_TEMPLATE.is_file() and not (folder / "README.md").exists():
-                model_card(self).save(folder / "README.md")
+                model_card(self).save(staging / "README.md")
+            write_checksums(staging)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+        """transformers' loading, which refuses a damaged checkpoint or one that does not fit the model instead
+        of leaving weights at random: config.json must be valid and of this model type, the weights files
+        readable and equal to their sha256 in weights.sha256, and every weight of the model present with its
+        shape (head weights may be new where the checkpoint was saved by another class). Errors name the
+        file or the keys. `ignore_mismatched_sizes=True` initialises weights of another shape anew, as in
+        transformers; `strict=False` only warns about missing and unexpected weights, as transformers does."""
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        return load_checked(
+            super().from_pretrained, cls, pretrained_model_name_or_path, args, kwargs, hub_kwargs, strict,
+            XLSTMConfig.model_type, base_model_class=XLSTMModel,
+        )
 
     def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
                     token: str | None = None, revision: str | None = None, create_pr: bool = False,
@@ -671,6 +725,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
              int(config.add_out_norm)],
         )
         self._decode_cache = None  # (ModuleTreeVersion, the modules, their parameters in the step's order)
+        # a cache written by blocks of other shapes (width, heads, block kinds) cannot continue here
+        self.block_shapes = tuple(tuple(parameter.shape) for parameter in self.blocks.parameters())
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding | None:
@@ -710,7 +766,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
         if cache is None and use_cache:
             cache = XLSTMCache(len(self.blocks))
         if cache is not None:
-            check_cache(cache, len(self.blocks), batch_size)
+            check_cache(cache, len(self.blocks), batch_size, self.block_shapes)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
 
@@ -728,6 +784,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
                 all_hidden_states += (hidden_states,)
         if use_cache:
             cache.seen_tokens += length
+            cache.block_shapes = self.block_shapes
         return XLSTMModelOutput(
             last_hidden_state=hidden_states, cache=cache if use_cache else None, hidden_states=all_hidden_states
         )
@@ -765,16 +822,19 @@ class XLSTMModel(XLSTMPreTrainedModel):
     def _decode_parameters(self) -> list[torch.Tensor | None] | None:
         """The parameters of every block and the out norm in the order the compiled one-token step reads
         them, or None where it would not compute what the modules do: a block kind it lacks, a replaced
-        module (see plain_submodules) or hooks. Collected again only after a module or parameter changed."""
-        if self._decode_cache is None or self._decode_cache[0] != ModuleTreeVersion.value:
+        module (see plain_submodules) or hooks. Collected again only after a module or parameter changed.
+        Safe from several threads: the count is read before collecting (a change meanwhile, in another
+        thread, makes the next call collect again) and the cache is replaced whole, never read half-written."""
+        decode_cache, version = self._decode_cache, ModuleTreeVersion.value
+        if decode_cache is None or decode_cache[0] != version:
             modules = plain_submodules([*self.blocks, self.out_norm])
             parameters = None
             if modules is not None and all(block.decode_kind_supported for block in self.blocks):
                 parameters = [parameter for block in self.blocks for parameter in block.decode_parameters()]
                 if self.config.add_out_norm:
                     parameters += [self.out_norm.weight, self.out_norm.bias]
-            self._decode_cache = (ModuleTreeVersion.value, modules, parameters)
-        _, modules, parameters = self._decode_cache
+            decode_cache = self._decode_cache = (version, modules, parameters)
+        _, modules, parameters = decode_cache
         return None if parameters is None or has_hooks(modules) else parameters
 
     def _decode_compiled(self, hidden_states: torch.Tensor, cache: XLSTMCache, parameters: list) -> torch.Tensor:
@@ -824,7 +884,10 @@ class XLSTMModel(XLSTMPreTrainedModel):
                     "This model has no token embedding (config.vocab_size is None); "
                     "pass inputs_embeds instead of input_ids."
                 )
+            check_token_ids("input_ids", input_ids, getattr(self.embeddings, "num_embeddings", None))
             inputs_embeds = self.embeddings(input_ids)
+        else:
+            check_embeddings("inputs_embeds", inputs_embeds, self.config.hidden_size)
         return self.embedding_dropout(inputs_embeds)
 
 
@@ -833,22 +896,23 @@ def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: i
     or None where nothing is padded (the recurrences then skip all masking)."""
     if attention_mask is None:
         return None
-    if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
-        raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)}; expected [batch, length] = "
-            f"[{batch_size}, >= {length}] with 1 at real tokens and 0 at padding."
-        )
+    check_attention_mask("attention_mask", attention_mask, batch_size, length)
     mask = attention_mask[:, attention_mask.shape[1] - length :].bool()
     return None if bool(mask.all()) else mask
 
 
-def check_cache(cache: XLSTMCache, num_layers: int, batch_size: int) -> None:
+def check_cache(cache: XLSTMCache, num_layers: int, batch_size: int, block_shapes: tuple) -> None:
     """A cache must come from a model with the same blocks and hold the same batch rows."""
     if not isinstance(cache, XLSTMCache) or len(cache.layer_states) != num_layers:
         raise ValueError(
             f"cache must be an XLSTMCache of this model ({num_layers} blocks), got {type(cache).__name__}"
             f"{' with %d blocks' % len(cache.layer_states) if isinstance(cache, XLSTMCache) else ''}; "
             "pass the cache this model returned, or None to start afresh."
+        )
+    if cache.block_shapes not in (None, block_shapes):
+        raise ValueError(
+            "cache was written by a model whose blocks have other sizes (width, heads or block kinds); pass the "
+            "cache this model returned, or None to start afresh."
         )
     if cache.batch_size not in (None, batch_size):
         raise ValueError(
@@ -878,7 +942,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if args or not is_transformers_xlstm_checkpoint(pretrained_model_name_or_path, **hub_kwargs):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        unsupported = sorted(set(kwargs) - set(HUB_KWARGS) - {"dtype", "torch_dtype"})
+        unsupported = sorted(set(kwargs) - set(HUB_KWARGS) - {"dtype", "torch_dtype", "strict"})
         if unsupported:
             raise TypeError(
                 f"{unsupported} are not supported when loading a built-in transformers xLSTM checkpoint; convert "
@@ -904,6 +968,11 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear):
         self.lm_head = new_embeddings
 
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, once the prompt and the lengths are checked (see check_generate_arguments)."""
+        check_generate_arguments(args, kwargs, self.config.vocab_size)
+        return super().generate(*args, **kwargs)
+
     @can_return_tuple
     def forward(
         self,
@@ -922,6 +991,10 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         logits_to_keep: compute logits only for the last this many positions (0: all).
         Other arguments as in `XLSTMModel.forward`.
         """
+        rows_steps = input_rows_and_steps(input_ids, inputs_embeds)
+        if labels is not None and rows_steps is not None:
+            check_class_labels("labels", labels, [rows_steps], self.config.vocab_size,
+                               "next-token targets of the input's shape [batch, length]", "token id")
         outputs = self.backbone(
             input_ids,
             attention_mask=attention_mask,
@@ -946,9 +1019,11 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
 
 
 def embed_past_values(
-    value_embedding: nn.Linear | None, past_values: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+    value_embedding: nn.Linear | None, past_values: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """`inputs_embeds` for continuous inputs `past_values` [B, T, C] (models without vocabulary)."""
+    """`inputs_embeds` for continuous inputs `past_values` [B, T, C] (models without vocabulary); the values
+    at padded steps are ignored (NaN allowed there), those at real steps must be finite."""
     if past_values is None:
         return inputs_embeds
     if value_embedding is None:
@@ -956,9 +1031,15 @@ def embed_past_values(
                          "config.num_input_channels to the number of channels.")
     if inputs_embeds is not None:
         raise ValueError("Pass past_values or inputs_embeds, not both.")
-    if past_values.dim() != 3 or past_values.shape[-1] != value_embedding.in_features:
+    require_tensor("past_values", past_values)
+    if past_values.dim() != 3 or past_values.shape[-1] != value_embedding.in_features or 0 in past_values.shape:
         raise ValueError(f"past_values has shape {tuple(past_values.shape)}; expected [batch, length, "
-                         f"num_input_channels={value_embedding.in_features}].")
+                         f"num_input_channels={value_embedding.in_features}] with at least one row and one step.")
+    if attention_mask is not None:
+        check_attention_mask("attention_mask", attention_mask, past_values.shape[0], past_values.shape[1])
+        padded = ~attention_mask[:, attention_mask.shape[1] - past_values.shape[1] :, None].bool()
+        past_values = past_values.masked_fill(padded, 0.0)
+    check_finite("past_values", past_values, "attention_mask")
     return value_embedding(past_values.to(value_embedding.weight.dtype))
 
 
@@ -980,6 +1061,8 @@ class XLSTMClassifierBase(XLSTMPreTrainedModel):
 
     def __init__(self, config: XLSTMConfig):
         super().__init__(config)
+        if config.num_labels < 1:
+            raise ValueError(f"num_labels={config.num_labels}; a classifier needs config.num_labels >= 1.")
         self.num_labels = config.num_labels
         self.backbone = XLSTMModel(config)
         self.value_embedding = None if config.vocab_size else nn.Linear(config.num_input_channels, config.hidden_size)
@@ -996,7 +1079,7 @@ class XLSTMClassifierBase(XLSTMPreTrainedModel):
         return self.backbone(
             input_ids,
             attention_mask=attention_mask,
-            inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds),
+            inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds, attention_mask),
             use_cache=False,
             output_hidden_states=output_hidden_states,
         )
@@ -1030,6 +1113,12 @@ class XLSTMForSequenceClassification(XLSTMClassifierBase):
         labels: [B] class ids, [B, num_labels] multi-label targets, or [B] / [B, num_labels] regression
             targets, as `config.problem_type` says (inferred as in transformers when unset).
         """
+        rows_steps = input_rows_and_steps(input_ids, inputs_embeds, past_values)
+        if rows_steps is not None and attention_mask is not None:  # the pooled steps must be real
+            check_attention_mask("attention_mask", attention_mask, *rows_steps)
+            check_every_row_has_a_real_step("attention_mask", attention_mask, rows_steps[1])
+        if rows_steps is not None and labels is not None:
+            check_sequence_labels(labels, rows_steps[0], self.num_labels, self.config.problem_type)
         outputs = self.encode(input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states)
         hidden_states = outputs.last_hidden_state  # [B, T, hidden]
         batch_size, length = hidden_states.shape[:2]
@@ -1069,6 +1158,9 @@ class XLSTMForTokenClassification(XLSTMClassifierBase):
         past_values: [B, T, num_input_channels] continuous inputs, for a model without vocabulary.
         labels: [B, T] class ids, -100 where ignored (padding).
         """
+        rows_steps = input_rows_and_steps(input_ids, inputs_embeds, past_values)
+        if rows_steps is not None and labels is not None:
+            check_class_labels("labels", labels, [rows_steps], self.num_labels, "[batch, length] class ids")
         outputs = self.encode(input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # [B, T, num_labels]
         loss = None
@@ -1120,6 +1212,11 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear):
         self.lm_head = new_embeddings
 
+    def generate(self, *args, **kwargs):
+        """`GenerationMixin.generate`, once the prompt and the lengths are checked (see check_generate_arguments)."""
+        check_generate_arguments(args, kwargs, self.config.vocab_size)
+        return super().generate(*args, **kwargs)
+
     def prepare_decoder_input_ids_from_labels(self, labels: torch.LongTensor) -> torch.LongTensor:
         """Teacher forcing: the labels shifted right behind `decoder_start_token_id` (-100 becomes padding)."""
         if self.config.decoder_start_token_id is None or self.config.pad_token_id is None:
@@ -1149,6 +1246,12 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
         labels: [B, T] target tokens, -100 where ignored.
         cache: the decoder's recurrent state and cross-attention keys/values, to continue decoding from.
         """
+        source = input_rows_and_steps(encoder_outputs[0] if encoder_outputs is not None else None, input_ids,
+                                      inputs_embeds)
+        if source is not None and attention_mask is not None:  # the cross-attention's mask: exactly [B, S]
+            check_attention_mask("attention_mask", attention_mask, *source, exact=True)
+        check_decoder_inputs(source[0] if source else None, decoder_input_ids, decoder_inputs_embeds,
+                             decoder_attention_mask, labels, self.config.vocab_size, self.config.hidden_size)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,

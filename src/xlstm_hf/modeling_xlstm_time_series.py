@@ -16,6 +16,7 @@ from transformers.time_series_utils import NegativeBinomialOutput, NormalOutput,
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_xlstm import XLSTMConfig
+from .input_checks import check_binary_mask, check_positive_int, require_tensor
 from .modeling_xlstm import XLSTMCache, XLSTMModel, XLSTMPreTrainedModel
 
 DISTRIBUTION_OUTPUTS = {
@@ -74,11 +75,14 @@ def check_observed_mask(prefix: str, values: torch.Tensor, mask: torch.Tensor | 
     """`{prefix}_observed_mask` as a bool tensor (all True when None), checked against `{prefix}_values`."""
     if mask is None:
         mask = torch.ones_like(values, dtype=torch.bool)
-    elif mask.shape != values.shape:
+    elif not isinstance(mask, torch.Tensor) or mask.shape != values.shape:
+        require_tensor(f"{prefix}_observed_mask", mask)
         raise ValueError(
             f"{prefix}_observed_mask has shape {list(mask.shape)} but {prefix}_values has shape "
             f"{list(values.shape)}; give the mask the shape of the values (1 observed, 0 missing)."
         )
+    else:
+        check_binary_mask(f"{prefix}_observed_mask", mask, "1 where observed and 0 where missing")
     mask = mask.bool()
     if not torch.isfinite(values[mask]).all():
         raise ValueError(
@@ -324,10 +328,11 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
     def _check_past(self, past_values: torch.Tensor, past_observed_mask: torch.Tensor | None) -> torch.Tensor:
         """-> the observed mask [B, L, C] as bool."""
         channels, patch_length = self.config.num_input_channels, self.config.patch_length
-        if past_values.dim() != 3 or past_values.shape[2] != channels:
+        require_tensor("past_values", past_values)
+        if past_values.dim() != 3 or past_values.shape[2] != channels or past_values.shape[0] == 0:
             raise ValueError(
                 f"past_values has shape {list(past_values.shape)}; expected [batch, length, num_input_channels] "
-                f"with num_input_channels = {channels}."
+                f"with num_input_channels = {channels} and at least one row."
             )
         if past_values.shape[1] < patch_length:
             raise ValueError(
@@ -341,6 +346,7 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
     ) -> torch.Tensor:
         """-> the observed mask [B, H, C] as bool."""
         expected = [batch_size, self.config.prediction_length, self.config.num_input_channels]
+        require_tensor("future_values", future_values)
         if list(future_values.shape) != expected:
             raise ValueError(
                 f"future_values has shape {list(future_values.shape)}; expected "
@@ -349,8 +355,7 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         return check_observed_mask("future", future_values, future_observed_mask)
 
     def _check_horizon(self, horizon: int) -> None:
-        if horizon < 1:
-            raise ValueError(f"prediction_length must be a positive integer, got {horizon}.")
+        check_positive_int("prediction_length", horizon, " (the number of steps to forecast)")
         if horizon > self.config.prediction_length and self.config.prediction_length < self.config.patch_stride:
             raise ValueError(
                 f"prediction_length={horizon} exceeds config.prediction_length={self.config.prediction_length}, "

@@ -19,6 +19,8 @@ namespace xlstm_hf {
 
 // log-space "minus infinity": exp() of it and of its differences with finite values is exactly 0
 constexpr double kMaskedLogGate = -1e30;
+// the normaliser's floor exp(-m) is capped at exp(80), so that it stays finite (LOG_FLOOR_CAP in ops/gates.py)
+constexpr double kLogFloorCap = 80.0;
 
 // ---- scalar math (the SIMD overloads live in vec_math.h) --------------------------------------------
 template <typename T>
@@ -89,7 +91,7 @@ XLSTM_HD MLSTMGates<T> mlstm_gates(T i, T f, T m, bool real) {
 // max(|n^T q|, exp(-m)) + eps: the normaliser of the read, in stabilised units
 template <typename T>
 XLSTM_HD T mlstm_normaliser(T denominator, T m, double eps) {
-  const T floor = math_exp(-m);
+  const T floor = math_exp(math_min(-m, T(kLogFloorCap)));
   return (math_abs(denominator) > floor ? math_abs(denominator) : floor) + T(eps);
 }
 

@@ -10,6 +10,13 @@ import torch.nn.functional as F
 # log-space "minus infinity": exp() of it and of its differences with finite values is exactly 0
 MASKED_LOG_GATE = -1e30
 
+# The mLSTM normaliser's floor exp(-m) (DESIGN.md 1.1) is capped at exp(80) (about 5.5e34). Uncapped it
+# overflows float32 below m = -88.7 (input gates below about -89 over a forgotten memory): the output is
+# still 0 = C^T q / inf, but the gradient of exp there is 0 * inf = NaN. Above the cap the floor outweighs
+# |n^T q| (n in stabilised units is at most steps * |k|) by far, so the cap only leaves h at 1.8e-35 times its
+# numerator where the exact value, exp(m) times it, is smaller still.
+LOG_FLOOR_CAP = 80.0
+
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """`x` in float32, or in float64 if it already is (so that gradcheck runs in float64)."""
@@ -30,3 +37,8 @@ def mlstm_log_gates(
         i = i.masked_fill(~mask, MASKED_LOG_GATE)
         log_f = log_f.masked_fill(~mask, 0.0)
     return i, log_f
+
+
+def normaliser_floor(m: torch.Tensor) -> torch.Tensor:
+    """exp(-m), the floor of the mLSTM normaliser, capped at exp(LOG_FLOOR_CAP) so that it stays finite."""
+    return torch.exp(torch.clamp(-m, max=LOG_FLOOR_CAP))

@@ -120,7 +120,8 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
       row_S += s;
       dot += s * dS[t * L + j];
     }
-    const Real denominator = row_S + R[t] * qn[t], floor = exp(-m_t[t]);
+    const bool capped = -m_t[t] > Real(kLogFloorCap);  // the capped floor passes no gradient to m_t
+    const Real denominator = row_S + R[t] * qn[t], floor = exp(capped ? Real(kLogFloorCap) : -m_t[t]);
     dot += R[t] * qCg[t];  // grad_h_t . numerator_t
     const Real normaliser = fmax(fabs(denominator), floor) + Real(f.eps);
     const Real d_normaliser = -dot / (normaliser * normaliser);
@@ -137,7 +138,7 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     }
     const Real dR = inv_N[t] * qCg[t] + delta[t] * qn[t];
     d_rho[t] = dR * R[t];
-    const Real d_m = -floor * d_floor - row_dlogD - d_rho[t];
+    const Real d_m = (capped ? Real(0) : -floor * d_floor) - row_dlogD - d_rho[t];
     Real d_rho_max = 0;
     d_largest[t] = 0;
     route_max_grad(largest[t], b[t] + m_enter, d_m, d_largest[t], d_rho_max);

@@ -10,8 +10,14 @@ among all maxima).
 import torch
 import torch.nn.functional as F
 
-from ..gates import MASKED_LOG_GATE, at_least_float32, mlstm_log_gates
-from .chunkwise import MLSTMState, _memory_entering_each_chunk, zero_mlstm_state
+from ..gates import LOG_FLOOR_CAP, MASKED_LOG_GATE, at_least_float32, mlstm_log_gates, normaliser_floor
+from .chunkwise import (
+    MLSTMState,
+    _memory_entering_each_chunk,
+    log_forget_to_chunk_end,
+    log_forget_within_chunks,
+    zero_mlstm_state,
+)
 
 
 def mlstm_chunkwise_backward(
@@ -40,15 +46,15 @@ def mlstm_chunkwise_backward(
     extra = N * L - T
     q, k, v = (F.pad(at_least_float32(x), (0, 0, 0, extra)).unflatten(2, (N, L)) for x in (q, k, v))
     ii = F.pad(i_gate, (0, extra), value=MASKED_LOG_GATE).unflatten(2, (N, L))  # [B, H, N, L]
-    b = F.pad(log_f, (0, extra)).unflatten(2, (N, L)).cumsum(-1)
+    log_f = F.pad(log_f, (0, extra)).unflatten(2, (N, L))  # [B, H, N, L]
     if mask is not None:
         grad_h = grad_h.masked_fill(~mask[:, None, :, None], 0.0)
     grad_h = F.pad(at_least_float32(grad_h), (0, 0, 0, extra)).unflatten(2, (N, L))
     qs = q * Dqk**-0.5
-    entering, _ = _memory_entering_each_chunk(k, v, ii, b, state)
+    entering, _ = _memory_entering_each_chunk(k, v, ii, log_f, state)
 
-    dqs, dk, dv, db, dii, into_entering = _output_grads(qs, k, v, ii, b, entering, grad_h, eps)
-    grad_initial = _memory_grads(k, v, ii, b, entering, into_entering, grad_final_state, dk, dv, db, dii)
+    dqs, dk, dv, db, dii, into_entering = _output_grads(qs, k, v, ii, log_f, entering, grad_h, eps)
+    grad_initial = _memory_grads(k, v, ii, log_f, entering, into_entering, grad_final_state, dk, dv, db, dii)
 
     d_log_f = db.flip(-1).cumsum(-1).flip(-1).flatten(2)[:, :, :T]  # b = cumsum(log f) within each chunk
     di = dii.flatten(2)[:, :, :T]
@@ -72,14 +78,15 @@ def _route_amax(x: torch.Tensor, largest: torch.Tensor, grad: torch.Tensor, vali
     return is_max.to(grad.dtype) * (grad / is_max.sum(-1).clamp(min=1))[..., None]
 
 
-def _output_grads(qs, k, v, ii, b, entering, grad_h, eps):
-    """The chunks' outputs backwards, for all chunks at once. -> (d qs, dk, dv, db, dii, and the
+def _output_grads(qs, k, v, ii, log_f, entering, grad_h, eps):
+    """The chunks' outputs backwards, for all chunks at once (db: of b = cumsum(log f) within each chunk,
+    of which the forward's sums of log f over spans of steps are differences). -> (d qs, dk, dv, db, dii, and the
     gradients (dC, dn, dm) the outputs send to the memory that entered each chunk)."""
     C, n, m = entering  # [B, H, N, Dqk, Dv], [B, H, N, Dqk], [B, H, N]
     L = qs.shape[-2]
     causal = torch.ones(L, L, dtype=torch.bool, device=qs.device).tril()
-    log_D = (b[..., :, None] - b[..., None, :] + ii[..., None, :]).masked_fill(~causal, float("-inf"))
-    rho = b + m[..., None]  # [B, H, N, L] log weight of the entering memory
+    log_D = log_forget_within_chunks(log_f) + ii[..., None, :]  # b_t - b_j + ii_j, -inf above the diagonal
+    rho = log_f.cumsum(-1) + m[..., None]  # [B, H, N, L] log weight of the entering memory
     largest_key = log_D.amax(-1)
     m_t = torch.maximum(largest_key, rho)
     P = torch.exp(log_D - m_t[..., None])  # [B, H, N, L, L]
@@ -89,7 +96,7 @@ def _output_grads(qs, k, v, ii, b, entering, grad_h, eps):
     q_read = qs * R[..., None]
     numerator = S @ v + q_read @ C
     denominator = S.sum(-1) + (q_read @ n[..., None]).squeeze(-1)
-    floor = torch.exp(-m_t)
+    floor = normaliser_floor(m_t)
     normaliser = torch.maximum(denominator.abs(), floor) + eps
     h = numerator / normaliser[..., None]
 
@@ -98,7 +105,7 @@ def _output_grads(qs, k, v, ii, b, entering, grad_h, eps):
     d_normaliser = -(grad_h * h).sum(-1) / normaliser
     d_abs, d_floor = _route_max(denominator.abs(), floor, d_normaliser)
     d_denominator = d_abs * torch.sgn(denominator)
-    d_m_t = -floor * d_floor
+    d_m_t = -floor * d_floor * (-m_t <= LOG_FLOOR_CAP)  # the cap passes no gradient
     # numerator = S v + R qs C;  denominator = rowsum(S) + R qs n
     dS = d_numerator @ v.transpose(-1, -2) + d_denominator[..., None]
     dv = S.transpose(-1, -2) @ d_numerator
@@ -126,7 +133,7 @@ def _output_grads(qs, k, v, ii, b, entering, grad_h, eps):
     return dqs, dk, dv, db, dii, (*into_entering, d_rho.sum(-1))
 
 
-def _memory_grads(k, v, ii, b, entering, into_entering, grad_final_state, dk, dv, db, dii):
+def _memory_grads(k, v, ii, log_f, entering, into_entering, grad_final_state, dk, dv, db, dii):
     """The inter-chunk recurrence backwards, chunk by chunk from the last: adds the gradients of the keys,
     values and gates through the memory to dk, dv, db, dii (in place) and returns those of the initial
     state."""
@@ -138,10 +145,10 @@ def _memory_grads(k, v, ii, b, entering, into_entering, grad_final_state, dk, dv
         g.to(ref.dtype) if g is not None else torch.zeros_like(ref[:, :, 0])
         for g, ref in zip(grad_final_state, (C_all, n_all, m_all))
     )
-    g_all = b[..., -1]  # [B, H, N] log forget over each whole chunk
-    a_all = g_all[..., None] - b + ii  # [B, H, N, L]
-    L = b.shape[-1]
-    every = torch.ones(L, dtype=torch.bool, device=b.device)
+    g_all = log_f.sum(-1)  # [B, H, N] log forget over each whole chunk, b_L
+    a_all = log_forget_to_chunk_end(log_f) + ii  # [B, H, N, L] g - b + ii
+    L = log_f.shape[-1]
+    every = torch.ones(L, dtype=torch.bool, device=log_f.device)
     for c in reversed(range(k.shape[2])):
         C, n, m, g, a = C_all[:, :, c], n_all[:, :, c], m_all[:, :, c], g_all[:, :, c], a_all[:, :, c]
         kc, vc = k[:, :, c], v[:, :, c]

@@ -2,7 +2,7 @@
 
 import torch
 
-from ..gates import at_least_float32, mlstm_log_gates
+from ..gates import at_least_float32, mlstm_log_gates, normaliser_floor
 from .chunkwise import MLSTMState, zero_mlstm_state
 
 
@@ -36,7 +36,7 @@ def mlstm_step(
 
     numerator = (q[..., None, :] @ C).squeeze(-2)  # [B, H, Dv]
     denominator = (q * n).sum(-1)  # [B, H]
-    h = numerator / (torch.maximum(denominator.abs(), torch.exp(-m_next)) + eps)[..., None]
+    h = numerator / (torch.maximum(denominator.abs(), normaliser_floor(m_next)) + eps)[..., None]
     if mask is not None:
         h = h.masked_fill(~mask[:, None, None], 0.0)
     return h.to(v.dtype), (C, n, m_next)

@@ -97,18 +97,23 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build(name: str, vocab_size: int, num_outputs: int, layers: int, budget: int, seed: int = 0):
-    """(model, parameters): `name` at the width (a multiple of 8) whose parameter count comes closest to
-    `budget` (bisection: the count grows with the width)."""
+def fit_width(make_at_width, budget: int) -> int:
+    """The width (a multiple of 8, at most 1024) at which `make_at_width(width)` has the parameter count
+    closest to `budget` (bisection: the count grows with the width)."""
 
     def count(width: int) -> int:
-        return parameter_count(make(name, vocab_size, width, layers, num_outputs))
+        return parameter_count(make_at_width(width))
 
     low, high = 1, 128  # in units of 8
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if count(8 * middle) < budget else (low, middle)
-    width = min((8 * low, 8 * high), key=lambda w: abs(count(w) - budget))
+    return min((8 * low, 8 * high), key=lambda w: abs(count(w) - budget))
+
+
+def build(name: str, vocab_size: int, num_outputs: int, layers: int, budget: int, seed: int = 0):
+    """(model, parameters): `name` at the width whose parameter count comes closest to `budget`."""
+    width = fit_width(lambda width: make(name, vocab_size, width, layers, num_outputs), budget)
     torch.manual_seed(seed)
     model = make(name, vocab_size, width, layers, num_outputs)
     return model, parameter_count(model)

@@ -11,13 +11,12 @@ its value at t = 0 relative to t = T - 1 (1 means the first input counts as much
 """
 
 import argparse
-from pathlib import Path
 
 import matplotlib
 import torch
 import torch.nn.functional as F
 from contenders import build, embed
-from training import RESULTS, accuracy, save, train
+from training import accuracy, publish, study_parser, train
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -67,7 +66,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
     return result
 
 
-def plot(results: dict, path) -> None:
+def plot(results: dict) -> plt.Figure:
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for axis, key, title in zip(axes, ("norms_at_init", "norms_trained"), ("at initialisation", "after training")):
         for name, result in results.items():
@@ -75,15 +74,11 @@ def plot(results: dict, path) -> None:
         axis.set(title=title, xlabel="input position t")
     axes[0].set_ylabel("|d loss(T) / d x_t|")
     axes[1].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser = study_parser(__doc__)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -95,9 +90,7 @@ def main(argv=None) -> dict:
         args.length, args.steps, args.probe_size, args.budget = 16, 2, 4, 5_000
     torch.manual_seed(0)
     results = {name: run(name, args) for name in CONTENDERS}
-    path = save(args, "gradient_flow", results)
-    plot(results, path.with_suffix(".png"))
-    print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
+    publish(args, "gradient_flow", results, plot)
     return results
 
 

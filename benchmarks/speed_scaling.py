@@ -10,7 +10,6 @@ Batch 1, float32, hidden 256, 4 blocks, vocabulary 256; each measurement the med
 a warm-up; peak memory is the growth of the resident set during one training step (VmHWM reset first).
 """
 
-import argparse
 import statistics
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import matplotlib
 import torch
 from torch import nn
-from training import RESULTS, save
+from training import publish, study_parser
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -140,7 +139,7 @@ def measure(model: nn.Module, generator: nn.Module | None, length: int, repeats:
     return result
 
 
-def plot(results: dict, lengths, path) -> None:
+def plot(results: dict, lengths) -> plt.Figure:
     panels = [
         ("forward_tokens_per_s", "forward, tokens/s"),
         ("train_tokens_per_s", "forward+backward, tokens/s"),
@@ -155,15 +154,11 @@ def plot(results: dict, lengths, path) -> None:
                 axis.loglog(*zip(*points), "o-", label=name)
         axis.set(title=title, xlabel="sequence length T")
     axes[0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser = study_parser(__doc__)
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=16)
@@ -180,9 +175,7 @@ def main(argv=None) -> dict:
             print(
                 f"{name:40} T={length:6}  " + "  ".join(f"{k} {v:,.1f}" for k, v in results[name][str(length)].items())
             )
-    path = save(args, "speed_scaling", results)
-    plot(results, args.lengths, path.with_suffix(".png"))
-    print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
+    publish(args, "speed_scaling", results, lambda results: plot(results, args.lengths))
     return results
 
 

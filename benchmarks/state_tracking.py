@@ -11,12 +11,11 @@ sequence's answer). Every contender has about the same number of parameters and 
 """
 
 import argparse
-from pathlib import Path
 
 import matplotlib
 import torch
 from contenders import build
-from training import RESULTS, accuracy, save, train
+from training import accuracy, publish, study_parser, train
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -37,7 +36,7 @@ def batch(modulus: int, size: int, length: int, generator: torch.Generator, last
 
 def run(task: str, name: str, args: argparse.Namespace) -> dict:
     modulus = TASKS[task]
-    model, parameters = build(name, vocab_size=modulus, num_outputs=modulus, layers=2, budget=args.budget)
+    model, parameters = build(name, vocab_size=modulus, num_outputs=modulus, layers=args.layers, budget=args.budget)
 
     def next_batch(generator):
         length = int(torch.randint(2, MAX_TRAIN_LENGTH + 1, (1,), generator=generator))
@@ -57,7 +56,7 @@ def run(task: str, name: str, args: argparse.Namespace) -> dict:
     return {"parameters": parameters, "train_seconds": seconds, "accuracy_by_length": by_length}
 
 
-def plot(results: dict, path) -> None:
+def plot(results: dict) -> plt.Figure:
     figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), sharey=True)
     for axis, (task, by_model) in zip(axes, results.items()):
         for name, result in by_model.items():
@@ -68,28 +67,23 @@ def plot(results: dict, path) -> None:
         axis.set(title=task, xlabel="test length", xscale="log")
     axes[0].set_ylabel("accuracy of the last position")
     axes[-1].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser = study_parser(__doc__)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--test-size", type=int, default=512)
     parser.add_argument("--budget", type=int, default=30_000, help="parameters of every contender")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--layers", type=int, default=2, help="blocks (layers of the LSTM) of every contender")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.test_size, args.budget = 3, 16, 5_000
     torch.manual_seed(0)
     results = {task: {name: run(task, name, args) for name in CONTENDERS} for task in TASKS}
-    path = save(args, "state_tracking", results)
-    plot(results, path.with_suffix(".png"))
-    print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
+    publish(args, "state_tracking" if args.layers == 2 else f"state_tracking_{args.layers}_layers", results, plot)
     return results
 
 

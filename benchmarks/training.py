@@ -1,14 +1,19 @@
-"""The one training recipe of the synthetic studies, and what they share to report: every contender gets
-the same optimiser, steps, batches and learning-rate schedule; results go to `benchmarks/results/`."""
+"""The one training recipe of the studies, and what they share to report: every contender gets the same
+optimiser, steps, batches and learning-rate schedule; results and plots go to `benchmarks/results/`."""
 
+import argparse
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -16,10 +21,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def token_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross entropy of the logits [B, T, V] at the labelled positions."""
+    input_ids, labels = batch
+    return F.cross_entropy(model(input_ids).flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
 def train(
-    model: nn.Module, next_batch: Callable[[torch.Generator], Batch], steps: int, learning_rate: float, seed: int = 0
+    model: nn.Module,
+    next_batch: Callable[[torch.Generator], Batch],
+    steps: int,
+    learning_rate: float,
+    seed: int = 0,
+    loss_of: Callable[[nn.Module, Batch], torch.Tensor] = token_loss,
 ) -> float:
-    """AdamW with linear warm-up (10 %) and cosine decay, gradients clipped at 1; -> seconds taken."""
+    """AdamW with linear warm-up (10 %) and cosine decay, gradients clipped at 1, on `loss_of(model, batch)`;
+    -> seconds taken."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     warmup = max(steps // 10, 1)
@@ -30,9 +47,7 @@ def train(
     model.train()
     start = time.perf_counter()
     for _ in range(steps):
-        input_ids, labels = next_batch(generator)
-        loss = F.cross_entropy(model(input_ids).flatten(0, 1), labels.flatten(), ignore_index=-100)
-        loss.backward()
+        loss_of(model, next_batch(generator)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -50,11 +65,38 @@ def accuracy(model: nn.Module, batch: Batch) -> float:
     return (predicted[labelled] == labels[labelled]).float().mean().item()
 
 
-def save(args, name: str, results: dict) -> Path:
+def study_parser(docstring: str) -> argparse.ArgumentParser:
+    """The command line every study has (--quick, --output-dir), described by its docstring's first paragraph."""
+    parser = argparse.ArgumentParser(description=docstring.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="seconds, a smoke run")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    return parser
+
+
+def grouped_bars(axis, results: dict, contenders, metric: str) -> None:
+    """One group of bars per setting of `results` ({setting: {contender: {metric: value, metric_std: spread}}}),
+    one bar per contender (none where it did not run), the spread over seeds as error bars."""
+    settings = list(results)
+    width = 0.8 / len(contenders)
+    for index, contender in enumerate(contenders):
+        runs = [(position, results[setting][contender]) for position, setting in enumerate(settings)
+                if contender in results[setting]]
+        axis.bar([position + index * width for position, _ in runs], [run[metric] for _, run in runs], width,
+                 yerr=[run.get(f"{metric}_std", 0) for _, run in runs], label=contender)
+    axis.set_xticks([position + 0.4 - width / 2 for position in range(len(settings))], settings)
+
+
+def publish(args, name: str, results: dict, draw: Callable[[dict], "plt.Figure"]) -> Path:
     """Write the study's settings (its command-line arguments, less the output folder, which is this
-    machine's) and `results` to args.output_dir/name.json; -> that path (the plot goes beside it, .png)."""
+    machine's) and `results` to args.output_dir/name.json, the figure `draw(results)` beside it (.png), and
+    name both on the last line printed; -> the JSON's path."""
     args.output_dir.mkdir(parents=True, exist_ok=True)
     path = args.output_dir / f"{name}.json"
     settings = {key: value for key, value in vars(args).items() if key != "output_dir"}
     path.write_text(json.dumps({"settings": settings, "results": results}, indent=2, default=str))
+    figure = draw(results)
+    figure.tight_layout()
+    figure.savefig(path.with_suffix(".png"), dpi=120)
+    plt.close(figure)
+    print(f"RESULT written to {path} and {path.with_suffix('.png').name}")
     return path

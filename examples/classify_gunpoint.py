@@ -62,18 +62,19 @@ def read_ts(path: Path) -> tuple[np.ndarray, list[str]]:
     return values, [row.rsplit(":", 1)[1].strip() for row in rows]
 
 
-def load_gunpoint() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (values, labels 0/1), "test": ...}, each series z-normalised."""
+def load_ucr(name: str = "GunPoint") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (values, labels 0..K-1), "test": ...} of the UCR data set `name` that ships in the aeon
+    wheel (GunPoint, ItalyPowerDemand, ...), each series z-normalised."""
     spec = importlib.util.find_spec("aeon")  # only its data files are read
     if spec is None:
-        raise SystemExit("GunPoint comes from the aeon wheel: run `pip install aeon`.")
-    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "GunPoint"
+        raise SystemExit(f"{name} comes from the aeon wheel: run `pip install aeon`.")
+    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
     splits, classes = {}, None
-    for name in ("train", "test"):
-        values, labels = read_ts(folder / f"GunPoint_{name.upper()}.ts")
+    for split in ("train", "test"):
+        values, labels = read_ts(folder / f"{name}_{split.upper()}.ts")
         classes = classes or sorted(set(labels))
         values = (values - values.mean(1, keepdims=True)) / values.std(1, keepdims=True)
-        splits[name] = values, np.array([classes.index(label) for label in labels])
+        splits[split] = values, np.array([classes.index(label) for label in labels])
     return splits
 
 
@@ -120,7 +121,7 @@ def plot_series(path: Path, values: np.ndarray, labels: np.ndarray, predicted: n
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    data = load_gunpoint()
+    data = load_ucr()
     (train_values, train_labels), (test_values, test_labels) = data["train"], data["test"]
     print(f"GunPoint: {len(train_values)} training / {len(test_values)} test series of {train_values.shape[1]} steps")
 

@@ -118,12 +118,14 @@ def _memory_entering_each_chunk(
     a_max = a.amax(-1)  # [B, H, N]
     C, n, m = state
     before = []
-    for c in range(k.shape[2]):
+    # the chunks by unbind, not by indexing: the backward of one index fills a gradient of the whole tensor,
+    # which over N chunks made training quadratic in the length (x3.4 slower per token at 16k than at 4k)
+    for k_c, v_c, a_c, g_c, a_max_c in zip(*(x.unbind(2) for x in (k, v, a, g, a_max))):
         before.append((C, n, m))
-        m_next = torch.maximum(g[:, :, c] + m, a_max[:, :, c])  # [B, H]
-        decay = torch.exp(g[:, :, c] + m - m_next)  # [B, H]
-        weighted_k = k[:, :, c] * torch.exp(a[:, :, c] - m_next[..., None])[..., None]  # [B, H, L, Dqk]
-        C = decay[..., None, None] * C + weighted_k.transpose(-1, -2) @ v[:, :, c]
+        m_next = torch.maximum(g_c + m, a_max_c)  # [B, H]
+        decay = torch.exp(g_c + m - m_next)  # [B, H]
+        weighted_k = k_c * torch.exp(a_c - m_next[..., None])[..., None]  # [B, H, L, Dqk]
+        C = decay[..., None, None] * C + weighted_k.transpose(-1, -2) @ v_c
         n = decay[..., None] * n + weighted_k.sum(-2)
         m = m_next
     entering = tuple(torch.stack(s, dim=2) for s in zip(*before))

@@ -99,8 +99,8 @@ def run(name: str, data: dict, args: argparse.Namespace) -> dict:
 def plot(results: dict) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(7, 3.8))
     grouped_bars(axis, results, CONTENDERS, "accuracy")
-    axis.set(ylabel="test accuracy", ylim=(0.4, 1.0), title="UCR classification")
-    axis.legend(fontsize=8)
+    axis.set(ylabel="test accuracy", ylim=(0.4, 1.15), title="UCR classification")
+    axis.legend(fontsize=8, ncol=4, loc="upper center")
     return figure
 
 

@@ -55,8 +55,8 @@ def run(name: str, length: int, pairs: int, args: argparse.Namespace) -> dict:
 def plot(results: dict) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(8, 4))
     grouped_bars(axis, results, CONTENDERS, "accuracy")
-    axis.set(ylabel="recall accuracy", title="MQAR, equal parameters and training")
-    axis.legend(fontsize=8, ncol=2)
+    axis.set(ylabel="recall accuracy", ylim=(0, 1.25), title="MQAR, equal parameters and training")
+    axis.legend(fontsize=8, ncol=4, loc="upper center")
     return figure
 
 

@@ -7,10 +7,14 @@ the same width and depth; the log-log plot shows which costs grow linearly and w
     python benchmarks/speed_scaling.py --quick    # seconds, a smoke run
 
 Batch 1, float32, hidden 256, 4 blocks, vocabulary 256; each measurement the median of a few repeats after
-a warm-up; peak memory is the growth of the resident set during one training step (VmHWM reset first).
+a warm-up. Peak memory is measured in a fresh process per model and length (in one long process the
+allocator's reuse hides it): after a warm-up step on 128 tokens the peak resident set (VmHWM) is reset, and
+its growth during one training step is reported.
 """
 
+import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,7 +50,13 @@ class LSTMLanguageModel(nn.Module):
         return self.head(self.lstm(self.embedding(ids))[0])
 
 
-def contenders(max_length: int) -> dict[str, tuple[nn.Module, nn.Module | None]]:
+CONTENDERS = ("xlstm_hf NeurIPS m-s-m-m", "xlstm_hf Large", "transformers xLSTM (Large)", OFFICIAL, "torch.nn.LSTM",
+              "Llama (sdpa)")
+
+
+def build(name: str, max_length: int) -> tuple[nn.Module, nn.Module | None]:
+    """(model, the same model for generation, or None where it has no generate()): the built-in xLSTM trains
+    in its "train" mode and generates in its "inference" mode (same weights)."""
     size = {"vocab": VOCAB, "hidden": HIDDEN, "length": min(max_length, OFFICIAL_MAX_LENGTH)}
     torch.manual_seed(0)
     neurips = XLSTMConfig(
@@ -66,19 +76,17 @@ def contenders(max_length: int) -> dict[str, tuple[nn.Module, nn.Module | None]]
         max_position_embeddings=32768,
         attn_implementation="sdpa",
     )
-    models = {
-        "xlstm_hf NeurIPS m-s-m-m": XLSTMForCausalLM(neurips),
-        "xlstm_hf Large": ours_from_builtin(builtin_large_lm(size, mode="train")),
-        "transformers xLSTM (Large)": builtin_large_lm(size, mode="train"),
-        OFFICIAL: official_neurips_lm(size),
-        "torch.nn.LSTM": LSTMLanguageModel(),
-        "Llama (sdpa)": LlamaForCausalLM(llama),
-    }
-    # (model, the same model for generation): the built-in trains in "train" mode and generates in "inference"
-    # mode (same weights); the official stack and the plain LSTM have no generate()
-    generators = {name: model for name, model in models.items() if hasattr(model, "generate")}
-    generators["transformers xLSTM (Large)"] = builtin_large_lm(size, mode="inference")
-    return {name: (model, generators.get(name)) for name, model in models.items()}
+    model = {
+        "xlstm_hf NeurIPS m-s-m-m": lambda: XLSTMForCausalLM(neurips),
+        "xlstm_hf Large": lambda: ours_from_builtin(builtin_large_lm(size, mode="train")),
+        "transformers xLSTM (Large)": lambda: builtin_large_lm(size, mode="train"),
+        OFFICIAL: lambda: official_neurips_lm(size),
+        "torch.nn.LSTM": LSTMLanguageModel,
+        "Llama (sdpa)": lambda: LlamaForCausalLM(llama),
+    }[name]()
+    if name == "transformers xLSTM (Large)":
+        return model, builtin_large_lm(size, mode="inference")
+    return model, model if hasattr(model, "generate") else None
 
 
 def logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -104,23 +112,38 @@ def status_mib(field: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def token_ids(length: int) -> torch.Tensor:
+    return torch.randint(1, VOCAB, (1, length), generator=torch.Generator().manual_seed(0))
+
+
+def training_step(model: nn.Module, ids: torch.Tensor) -> None:
+    model.train()
+    logits(model, ids).float().square().mean().backward()
+    model.zero_grad(set_to_none=True)
+
+
+def peak_mib(name: str, length: int, max_length: int) -> float:
+    """MiB the peak resident set grows by during one training step (run in this process: see the docstring)."""
+    model, _ = build(name, max_length)
+    training_step(model, token_ids(128))  # warm-up: allocator pools, BLAS buffers, the compiled kernels
+    before = status_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts from here
+    training_step(model, token_ids(length))
+    return status_mib("VmHWM") - before
+
+
+def peak_mib_in_fresh_process(name: str, length: int, max_length: int) -> float:
+    command = [sys.executable, __file__, "--peak-mib-of", name, str(length), str(max_length)]
+    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
 def measure(model: nn.Module, generator: nn.Module | None, length: int, repeats: int, new_tokens: int) -> dict:
-    ids = torch.randint(1, VOCAB, (1, length), generator=torch.Generator().manual_seed(0))
+    ids = token_ids(length)
     model.eval()
     with torch.no_grad():
         forward = median_seconds(lambda: logits(model, ids), repeats)
-    model.train()
-
-    def step():
-        logits(model, ids).float().square().mean().backward()
-        model.zero_grad(set_to_none=True)
-
-    before = status_mib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts from here
-    step()
-    peak = status_mib("VmHWM") - before
-    training = median_seconds(step, repeats)
-    result = {"forward_tokens_per_s": length / forward, "train_tokens_per_s": length / training, "peak_mib": peak}
+    training = median_seconds(lambda: training_step(model, ids), repeats)
+    result = {"forward_tokens_per_s": length / forward, "train_tokens_per_s": length / training}
     if generator is not None:
         generator.eval()
 
@@ -148,10 +171,11 @@ def plot(results: dict, lengths) -> plt.Figure:
     ]
     figure, axes = plt.subplots(1, 4, figsize=(18, 4))
     for axis, (key, title) in zip(axes, panels):
-        for name, by_length in results.items():
-            points = [(length, by_length[str(length)][key]) for length in lengths if key in by_length[str(length)]]
+        for index, (name, by_length) in enumerate(results.items()):
+            points = [(length, by_length[str(length)][key]) for length in lengths
+                      if key in by_length.get(str(length), {})]
             if points:
-                axis.loglog(*zip(*points), "o-", label=name)
+                axis.loglog(*zip(*points), "o-", color=f"C{index}", label=name)  # one colour per model in all panels
         axis.set(title=title, xlabel="sequence length T")
     axes[0].legend(fontsize=7)
     return figure
@@ -161,17 +185,25 @@ def main(argv=None) -> dict:
     parser = study_parser(__doc__)
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--peak-mib-of", nargs=3, metavar=("NAME", "T", "MAX_T"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.peak_mib_of:
+        name, length, max_length = args.peak_mib_of
+        print(peak_mib(name, int(length), int(max_length)))
+        return {}
     if args.quick:
         args.lengths, args.repeats, args.new_tokens = [64, 128], 1, 2  # the built-in needs multiples of 64
     results = {}
-    for name, (model, generator) in contenders(max(args.lengths)).items():
+    for name in CONTENDERS:
+        model, generator = build(name, max(args.lengths))
         results[name] = {}
         for length in args.lengths:
             if name == OFFICIAL and length > OFFICIAL_MAX_LENGTH:
                 continue
-            results[name][str(length)] = measure(model, generator, length, args.repeats, args.new_tokens)
+            result = measure(model, generator, length, args.repeats, args.new_tokens)
+            result["peak_mib"] = peak_mib_in_fresh_process(name, length, max(args.lengths))
+            results[name][str(length)] = result
             print(
                 f"{name:40} T={length:6}  " + "  ".join(f"{k} {v:,.1f}" for k, v in results[name][str(length)].items())
             )

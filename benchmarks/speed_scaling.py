@@ -13,10 +13,8 @@ its growth during one training step is reported.
 """
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import matplotlib
@@ -26,7 +24,8 @@ from training import publish, study_parser
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from bench_cpu import builtin_large_lm, official_neurips_lm, ours_from_builtin  # noqa: E402
+from bench_cpu import builtin_large_lm, median_seconds, official_neurips_lm, ours_from_builtin  # noqa: E402
+from bench_training_memory import status_mib  # noqa: E402
 
 from xlstm_hf import XLSTMConfig, XLSTMForCausalLM  # noqa: E402
 
@@ -93,23 +92,6 @@ def logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     if isinstance(model, PreTrainedModel):
         return model(ids, use_cache=False).logits  # the built-in xLSTM breaks backward with its cache
     return model(ids)
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def token_ids(length: int) -> torch.Tensor:

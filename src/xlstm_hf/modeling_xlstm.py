@@ -612,18 +612,21 @@ class XLSTMPreTrainedModel(PreTrainedModel):
             # other ranks only take part in gathering the weights; every rank writes a distributed checkpoint
             super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
             if saves_here and folder.is_dir():
-                write_own_code(folder)
-                if CARD_TEMPLATE.is_file() and not (folder / "README.md").exists():
-                    model_card(self).save(folder / "README.md")
+                self._write_code_and_card(folder, folder)
             return
         if kwargs.get("push_to_hub"):
             kwargs.setdefault("repo_id", folder.resolve().name)  # not the staging folder's name
         with staged_save(folder) as staging:
             super().save_pretrained(staging, *args, is_main_process=is_main_process, **kwargs)
-            write_own_code(staging)
-            if CARD_TEMPLATE.is_file() and not (folder / "README.md").exists():
-                model_card(self).save(staging / "README.md")
+            self._write_code_and_card(staging, folder)
             write_checksums(staging)
+
+    def _write_code_and_card(self, target: Path, folder: Path) -> None:
+        """The model's own code into `target`, and its card as target/README.md unless `folder` (the one saved
+        to) has a README.md already."""
+        write_own_code(target)
+        if CARD_TEMPLATE.is_file() and not (folder / "README.md").exists():
+            model_card(self).save(target / "README.md")
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):

@@ -1,54 +1,47 @@
-"""Checkpoints that are either whole or refused: saving over a folder never loses the old checkpoint, and
-loading never leaves weights silently at random.
+"""Checkpoint folders that change in one step and are read as one save wrote them.
 
-Saving (`staged_save`): everything `save_pretrained` writes goes into a hidden staging folder inside the
-target folder first; only once all of it is written are the files moved into place, one `os.replace` each
-(atomic per file, same file system). A save that fails midway (a full disk, an error in the card) leaves
-the old checkpoint as it was, and files the folder holds besides (a tokenizer, the user's README.md, which
-is never replaced) are never touched. Weights files of the old checkpoint that the new one does not have
-(other shards, a stale index) are removed after the moves.
+A save (`atomic_save`) writes everything into a hidden staging folder inside the checkpoint folder, then, holding
+the folder's lock, writes the manifest `checkpoint.sha256` into the staging folder (the commit point) and moves
+the files into place, the manifest last. The manifest names every file of the save with its sha256, in the format
+of `sha256sum` (`sha256sum -c checkpoint.sha256` checks a folder by hand), plus comment lines: the save's id, the
+sha256 of each safetensors header, and the files of an older save it removes (stale shards). Until the commit
+point, the folder is untouched (a failed or killed save leaves the old checkpoint); after it, the staging folder
+with its manifest *is* the new checkpoint, whichever of its files have been moved yet: a reader takes it from
+there, and the next save completes the moves of a save that was killed. Other files in the folder (a tokenizer,
+the user's README.md, which is never replaced) are never touched.
 
-Checksums (`write_checksums`, `verify_checksums`): safetensors checks its header and the file length but
-has no checksum, so bytes changed inside the tensor data load without complaint. A save writes
-`weights.sha256` beside the weights, in the format of `sha256sum` (`sha256sum -c weights.sha256` checks a
-folder by hand), and loading verifies every listed file that is present; a folder without the file (saved
-by other code, or the file deleted on purpose) is loaded without this check. The file is moved into place
-last, so a save interrupted during its final moves is reported as a mismatch, not loaded half old, half new.
-Hashing reads the weights once more (about a second per GB).
-
-Loading (`load_checked`: `read_config`, `check_model_type`, `checkpoint_keys`, `check_loading_info`): a
-config.json that is not JSON or belongs to another model type, and a weights file that safetensors cannot
-read (truncated, damaged header) raise an error naming the file. transformers only warns about weights the
-checkpoint lacks and initialises them at random; here a missing weight, a weight of another shape, or (for
-a checkpoint of the same class) a weight the model does not have raise an error naming the keys and the
-file. Weights are legitimately new only where the checkpoint was saved by another class, and then only
-outside the base model (a classification head on a language-model checkpoint) or in a part of the base
-model that the checkpoint lacks entirely (the token embedding of a base model loaded from a forecaster's
-checkpoint). `ignore_mismatched_sizes=True` lets weights of another shape be initialised anew, as in
-transformers; `strict=False` restores transformers' warnings for missing and unexpected keys.
+Reading (`consistent_checkpoint`): the newest committed save is found (a staging folder with its manifest, else
+the folder's own manifest), every file is opened, and the open files are checked against the manifest and handed
+to transformers through a private folder of links to them, so a save that runs meanwhile cannot mix its files
+in. A file that fails the check, or a save that committed meanwhile, means another try; after a few, an error
+naming the file. What fails the check: a safetensors file with the header the save wrote but other tensor bytes
+(safetensors itself has no checksum: that is damage). A safetensors file with another header was replaced by
+other code on purpose (a warning; it loads), and a config.json that still parses was edited (it loads).
+Checkpoints saved before this format carry `weights.sha256`, whose files are checked the same way.
 """
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors import safe_open
-from torch import nn
-from transformers import PreTrainedConfig
-from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+from transformers.utils import logging
 
-CHECKSUM_FILE = "weights.sha256"
+logger = logging.get_logger(__name__)
+
+MANIFEST = "checkpoint.sha256"
+LEGACY_MANIFEST = "weights.sha256"  # the checksums of the weights files, as saves before the manifest wrote them
 STAGING_PREFIX = ".xlstm_hf-saving-"
-# the weights files of an unsharded or sharded save without variant: model.safetensors,
-# model-00001-of-00002.safetensors, model.safetensors.index.json
-WEIGHTS_FILE = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json")
-KEYS_SHOWN = 8
+NOT_IN_MANIFEST = ("README.md",)  # documentation, which its owner may edit at any time
+READ_ATTEMPTS = 40  # about 20 s of waiting for a save that is moving its files (it holds them staged until then)
+CONFIG_FILES = re.compile(r"[^/]+\.json")  # config.json, generation_config.json, a weights index
 
 
 class CheckpointError(OSError):
@@ -56,303 +49,345 @@ class CheckpointError(OSError):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Saving
+# The manifest
 # ---------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def staged_save(folder: Path) -> Iterator[Path]:
-    """Yield an empty staging folder inside `folder` to save into; when the block succeeds, move its files
-    into `folder` (see the module docstring). On failure `folder` is left as it was (and removed again
-    where this call created it)."""
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
-    try:
-        yield staging
-        publish(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created and not any(folder.iterdir()):
-            folder.rmdir()
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
+@dataclass
+class Manifest:
+    """What one save wrote: {file: sha256}, {safetensors file: sha256 of its header}, the files of an older save
+    it removed, and an id that tells saves apart."""
+
+    files: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    save_id: str = ""
+
+    def text(self) -> str:
+        lines = [f"# xlstm_hf checkpoint, save {self.save_id}: the sha256 of every file this save wrote\n"]
+        lines += [f"# header {digest}  {name}\n" for name, digest in sorted(self.headers.items())]
+        lines += [f"# removed {name}\n" for name in self.removed]
+        lines += [f"{digest}  {name}\n" for name, digest in sorted(self.files.items())]
+        return "".join(lines)
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        manifest = cls(files={})
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if match := re.fullmatch(r"# xlstm_hf checkpoint, save (\w+):.*", line):
+                manifest.save_id = match[1]
+            elif match := re.fullmatch(r"# header ([0-9a-f]{64})  (.+)", line):
+                manifest.headers[match[2]] = match[1]
+            elif match := re.fullmatch(r"# removed (.+)", line):
+                manifest.removed.append(match[1])
+            elif match := re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line):
+                manifest.files[match[2]] = match[1]
+            elif line.strip() and not line.startswith("#"):
+                raise CheckpointError(
+                    f"{path} is damaged (line {line[:80]!r} is not '<sha256>  <file>'). Restore it, save the model "
+                    f"again, or delete it to load without checking the files."
+                )
+        return manifest
 
 
-def publish(staging: Path, folder: Path) -> None:
-    """Move every file of `staging` into `folder` (weights first, the checksums last; a README.md only where
-    `folder` has none), then remove the weights files of an older save that this one did not write."""
-    files = sorted(path.relative_to(staging) for path in staging.rglob("*") if path.is_file())
-    files.sort(key=lambda name: (not WEIGHTS_FILE.fullmatch(str(name)), str(name) == CHECKSUM_FILE))
-    for name in files:
-        _sync(staging / name)
-    for name in files:
-        if str(name) == "README.md" and (folder / name).exists():
-            continue
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / name, folder / name)
-    written = {str(name) for name in files}
-    if written & {SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME}:
-        for path in folder.iterdir():
-            if WEIGHTS_FILE.fullmatch(path.name) and path.name not in written and path.is_file():
-                path.unlink()
-
-
-def _sync(path: Path) -> None:
-    """Flush the file to disk, so that the rename that publishes it never points at unwritten data."""
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def sha256_of(path: str | Path) -> str:
+def sha256_of(file) -> str:
+    """sha256 of a path or of an open binary file (read from its start)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(file, "rb") if isinstance(file, (str, Path)) else _rewound(file) as f:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def write_checksums(folder: Path) -> None:
-    """`folder/weights.sha256`: the sha256 of every safetensors file in `folder`, as `sha256sum` writes it."""
-    lines = [f"{sha256_of(path)}  {path.name}\n" for path in sorted(folder.glob("*.safetensors"))]
-    if lines:
-        (folder / CHECKSUM_FILE).write_text("".join(lines))
+@contextmanager
+def _rewound(f):
+    f.seek(0)
+    yield f
+
+
+def header_sha256(f) -> str | None:
+    """sha256 of the JSON header of an open safetensors file, or None where it has no readable header."""
+    f.seek(0)
+    size = int.from_bytes(f.read(8), "little")
+    header = f.read(size) if size < 1 << 30 else b""
+    return hashlib.sha256(header).hexdigest() if len(header) == size and size else None
+
+
+def describe(staging: Path, names: list[str], kept: Manifest, removed: list[str]) -> Manifest:
+    """The manifest of a save: the files in `staging`, and those of the folder's manifest `kept` that the save
+    leaves in place (the plain checkpoint beside a variant, say)."""
+    files = {name: digest for name, digest in kept.files.items() if name not in names and name not in removed}
+    headers = {name: digest for name, digest in kept.headers.items() if name in files}
+    for name in names:
+        if name in NOT_IN_MANIFEST:
+            continue
+        with open(staging / name, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename that publishes it
+            files[name] = sha256_of(f)
+            if name.endswith(".safetensors"):
+                headers[name] = header_sha256(f)
+    return Manifest(files, headers, removed, uuid.uuid4().hex)
+
+
+def folder_manifest(folder: Path) -> Manifest:
+    """The manifest of the checkpoint in `folder` (an empty one where it has none)."""
+    path = folder / MANIFEST
+    return Manifest.read(path) if path.is_file() else Manifest(files={})
 
 
 # ---------------------------------------------------------------------------------------------------
-# Loading: the files
+# Saving
 # ---------------------------------------------------------------------------------------------------
 
 
-def optional_file(path_or_repo, name: str, hub_kwargs: dict) -> str | None:
-    """The local path of file `name` of a folder or Hub repo, or None where it has none."""
-    return cached_file(path_or_repo, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+def weights_file_pattern(variant: str | None) -> re.Pattern:
+    """The weights files of an unsharded or sharded save of `variant`: model.safetensors,
+    model-00001-of-00002.safetensors, model.safetensors.index.json (with `.variant` before the suffixes)."""
+    tag = rf"\.{re.escape(variant)}" if variant else ""
+    return re.compile(rf"model{tag}(-\d{{5}}-of-\d{{5}})?\.safetensors|model\.safetensors\.index{tag}\.json")
 
 
-def read_config(path_or_repo, hub_kwargs: dict, required: bool = True) -> tuple[dict | None, str | None]:
-    """(config.json as a dict, its path). A file that is not a JSON object raises, or gives (None, path)
-    where the config is not `required` (the caller passed one)."""
-    config_file = (
-        cached_file(path_or_repo, "config.json", **hub_kwargs)
-        if required
-        else optional_file(path_or_repo, "config.json", hub_kwargs)
-    )
-    if config_file is None:
-        return None, None
+@contextmanager
+def atomic_save(folder: Path, variant: str | None = None) -> Iterator[Path]:
+    """Yield an empty staging folder inside `folder` to save into; when the block succeeds, commit and publish
+    it (see the module docstring). On failure before the commit `folder` is left as it was (and removed again
+    where this call created it)."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=folder))
     try:
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-        if not isinstance(config, dict):
-            raise ValueError(f"a JSON {type(config).__name__}, not an object")
-    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
-        if not required:
-            return None, config_file
-        raise CheckpointError(
-            f"{config_file} is not a valid config (not a JSON object: {error}). Restore the checkpoint's "
-            "config.json, or save the model again."
-        ) from None
-    return config, config_file
+        yield staging
+        with folder_lock(folder):
+            finish_interrupted_saves(folder)
+            commit(staging, folder, variant)
+            publish(staging, folder)
+    except BaseException:
+        if not (staging / MANIFEST).is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
-def check_model_type(config: dict, config_file: str, class_name: str, model_type: str) -> None:
-    """config.json must describe a model of `model_type` (where it names one)."""
-    found = config.get("model_type")
-    if found in (None, model_type):
-        return
-    if found == "xlstm":
-        fix = ("load it with XLSTMForCausalLM (which converts transformers' built-in xLSTM checkpoints), or convert "
-               "it once with scripts/convert_transformers_xlstm.py")
-    else:
-        fix = (f"load it with its own model class (the AutoModel classes pick it), or point {class_name} at an "
-               "xlstm_hf checkpoint")
-    raise CheckpointError(
-        f"{config_file} describes a model of type {found!r}, not {model_type!r}; {class_name} cannot load it: {fix}."
+def commit(staging: Path, folder: Path, variant: str | None) -> None:
+    """Write the manifest into `staging`: from then on, the staged files are the checkpoint."""
+    names = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
+    pattern = weights_file_pattern(variant)
+    writes_weights = any(pattern.fullmatch(name) for name in names)
+    removed = sorted(
+        path.name for path in folder.iterdir()
+        if path.is_file() and path.name not in names
+        and ((writes_weights and pattern.fullmatch(path.name)) or path.name == LEGACY_MANIFEST)
     )
+    manifest = describe(staging, names, folder_manifest(folder), removed)
+    temporary = staging / f"{MANIFEST}.partial"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(manifest.text())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, staging / MANIFEST)
+    _sync_folder(staging)
 
 
-def weight_files(path_or_repo, hub_kwargs: dict, variant: str | None = None) -> dict[str, str]:
-    """{file name: local path} of the checkpoint's safetensors weights (the shards its index names), or {}
-    where it has none (transformers then reports what it finds instead)."""
-    weights_name, index_name = SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME
-    if variant:
-        weights_name = weights_name.replace(".safetensors", f".{variant}.safetensors")
-        index_name = index_name.replace(".safetensors", f".{variant}.safetensors")
-    single = optional_file(path_or_repo, weights_name, hub_kwargs)
-    if single is not None:
-        return {weights_name: single}
-    index_file = optional_file(path_or_repo, index_name, hub_kwargs)
-    if index_file is None:
-        return {}
-    try:
-        with open(index_file, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CheckpointError(
-            f"{index_file} is not a valid index of weights files ({type(error).__name__}: {error}). Restore it, "
-            "or save the model again."
-        ) from None
-    files = {}
-    for shard in shards:
-        path = optional_file(path_or_repo, shard, hub_kwargs)
-        if path is None:
-            raise CheckpointError(f"{index_file} names the weights file {shard}, which the checkpoint lacks; "
-                                  "restore it, or save the model again.")
-        files[shard] = path
-    return files
+def publish(staging: Path, folder: Path) -> None:
+    """Move the files of the committed `staging` into `folder` (a README.md only where `folder` has none), remove
+    the files of the older save it replaces, move the manifest last, and remove `staging`. Idempotent: a save
+    killed midway is completed by running it again."""
+    manifest = Manifest.read(staging / MANIFEST)
+    staged = sorted(str(path.relative_to(staging)) for path in staging.rglob("*") if path.is_file())
+    for name in staged:
+        if name == MANIFEST:
+            continue
+        if name in NOT_IN_MANIFEST and (folder / name).exists():
+            continue
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, folder / name)
+    for name in manifest.removed:
+        (folder / name).unlink(missing_ok=True)
+    os.replace(staging / MANIFEST, folder / MANIFEST)
+    _sync_folder(folder)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
-def verify_checksums(path_or_repo, hub_kwargs: dict) -> None:
-    """Compare every weights file listed in weights.sha256 (where the checkpoint has one) with its sha256."""
-    listing = optional_file(path_or_repo, CHECKSUM_FILE, hub_kwargs)
-    if listing is None:
-        return
-    with open(listing, encoding="utf-8", errors="replace") as f:
-        lines = [line.strip() for line in f if line.strip()]
-    for line in lines:
-        match = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line)
-        if match is None:
-            raise CheckpointError(
-                f"{listing} is damaged (line {line[:80]!r} is not '<sha256>  <file>'). Restore it, save the model "
-                f"again, or delete {CHECKSUM_FILE} to load without checking the weights."
-            )
-        expected, name = match.groups()
-        path = optional_file(path_or_repo, name, hub_kwargs)
-        if path is not None and sha256_of(path) != expected:
-            raise CheckpointError(
-                f"{path} does not match its sha256 in {CHECKSUM_FILE}, written when the checkpoint was saved: the "
-                "file was damaged or changed since. Restore it or save the model again; if you replaced it on "
-                f"purpose, delete {listing}."
-            )
+def finish_interrupted_saves(folder: Path) -> None:
+    """Complete the saves into `folder` that committed but were killed before their files were all in place, and
+    remove the staging folders of saves killed before they committed (only those of processes that have ended:
+    a save may be writing into its staging folder now)."""
+    for staging in sorted(folder.glob(f"{STAGING_PREFIX}*")):
+        if (staging / MANIFEST).is_file():
+            publish(staging, folder)
+        elif not _writer_is_alive(staging):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
-def checkpoint_keys(files: dict[str, str]) -> dict[str, str]:
-    """{weight name: path of the file that holds it}, from the safetensors headers (which safetensors checks
-    against the file's length). A file it cannot read raises, naming it."""
-    keys = {}
-    for path in files.values():
-        try:
-            with safe_open(path, framework="pt") as f:
-                keys.update(dict.fromkeys(f.keys(), path))
-        except Exception as error:  # safetensors' SafetensorError and OSError
-            raise CheckpointError(
-                f"{path} is not a readable safetensors file ({error}): it is truncated or damaged. Restore it "
-                "(download it again), or save the model again."
-            ) from None
-    return keys
-
-
-# ---------------------------------------------------------------------------------------------------
-# Loading: the weights against the model
-# ---------------------------------------------------------------------------------------------------
-
-
-def check_loading_info(
-    model: nn.Module,
-    loading_info: dict,
-    *,
-    source: str,
-    key_files: dict[str, str],
-    saved_class: str | None,
-    strict: bool,
-    ignore_mismatched_sizes: bool,
-    base_model_class: type | None = None,
-) -> None:
-    """Raise where transformers' `loading_info` shows weights left at random (see the module docstring).
-    `source` names the checkpoint, `key_files` the file of each checkpoint key, `saved_class` the class that
-    saved it (config.json's `architectures`), where known; `base_model_class` is the class of the base model."""
-    class_name = type(model).__name__
-    same_class = saved_class == class_name
-    if not ignore_mismatched_sizes and loading_info["mismatched_keys"]:
-        described = [
-            f"{key} {tuple(saved)} in {_file_of(key, model, key_files, source)}, {tuple(expected)} in the model"
-            for key, saved, expected in sorted(loading_info["mismatched_keys"], key=lambda item: item[0])
-        ]
-        raise CheckpointError(
-            f"{len(described)} weight(s) of the checkpoint have another shape than in {class_name}: "
-            f"{_listed(described)}. Its config.json does not describe these weights (restore it, or save the model "
-            "again); to initialise them anew on purpose (e.g. another number of labels), pass "
-            "ignore_mismatched_sizes=True."
-        )
-    if not strict:
-        return
-    missing = set(loading_info["missing_keys"])
-    if not same_class:  # a checkpoint of another class (or of unknown class)
-        missing = {key for key in missing if not _new_in_this_class(key, model, key_files, base_model_class)}
-    if missing:
-        raise CheckpointError(
-            f"{source} lacks {len(missing)} weight(s) that {class_name} needs: {_listed(sorted(missing))}. The file "
-            "is truncated or edited, or its config.json does not describe these weights: restore the checkpoint or "
-            "save the model again (pass strict=False to load anyway with these weights initialised at random)."
-        )
-    unexpected = sorted(loading_info["unexpected_keys"]) if same_class else []
-    if unexpected:
-        raise CheckpointError(
-            f"{source} holds {len(unexpected)} weight(s) that {class_name} does not have: {_listed(unexpected)}. Its "
-            "config.json does not describe these weights (e.g. num_hidden_layers was changed): restore it, or pass "
-            "strict=False to leave them out."
-        )
-
-
-def _new_in_this_class(key: str, model: nn.Module, key_files: dict[str, str], base_model_class: type | None) -> bool:
-    """Whether weight `key` of `model` may be missing from a checkpoint of another class: it lies outside
-    the base model (a head), or in a part of the base model (a child module) of which the checkpoint holds
-    no weight at all. A model without base model (the encoder-decoder) has no such weight."""
-    base_prefix = f"{getattr(model, 'base_model_prefix', '')}."
-    if base_model_class is not None and isinstance(model, base_model_class):
-        prefix = ""
-    elif isinstance(getattr(model, base_prefix[:-1], None), nn.Module):
-        prefix = base_prefix
-        if not key.startswith(prefix):
-            return True
-    else:
+def _writer_is_alive(staging: Path) -> bool:
+    match = re.match(rf"{re.escape(STAGING_PREFIX)}(\d+)-", staging.name)
+    if match is None:
         return False
-    saved_parts = {name.removeprefix(base_prefix).split(".")[0] for name in key_files}
-    return bool(key_files) and key.removeprefix(prefix).split(".")[0] not in saved_parts
+    try:
+        os.kill(int(match[1]), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # a process of another user
+        return True
+    return True
 
 
-def _file_of(key: str, model: nn.Module, key_files: dict[str, str], source: str) -> str:
-    prefix = f"{getattr(model, 'base_model_prefix', '')}."
-    return key_files.get(key) or key_files.get(key.removeprefix(prefix)) or key_files.get(prefix + key) or source
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `folder` among the processes that save into it (flock on the folder itself, so no
+    lock file is left behind); where the system has none, saves are not serialised."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
-def _listed(items: list[str]) -> str:
-    shown = ", ".join(items[:KEYS_SHOWN])
-    return shown + (f" and {len(items) - KEYS_SHOWN} more" if len(items) > KEYS_SHOWN else "")
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder's entries (the renames) to disk, where the system allows."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
-def load_checked(load, model_class: type, path_or_repo, args: tuple, kwargs: dict, hub_kwargs: dict,
-                 strict: bool, model_type: str, base_model_class: type | None = None):
-    """`load(path_or_repo, *args, **kwargs)` (transformers' from_pretrained) with the checks of this module
-    before (the files) and after (the weights it loaded)."""
-    config = kwargs.get("config")
-    has_files = path_or_repo is not None and not kwargs.get("gguf_file") and kwargs.get("state_dict") is None
-    saved_class, key_files, source = None, {}, "the state_dict passed"
-    if isinstance(config, PreTrainedConfig):
-        saved_class = (config.architectures or [None])[0]
-    if kwargs.get("state_dict") is not None:
-        key_files = dict.fromkeys(kwargs["state_dict"], source)
-    if has_files:
-        config_source = config if isinstance(config, (str, os.PathLike)) else path_or_repo
-        saved, config_file = read_config(config_source, hub_kwargs, required=not isinstance(config, PreTrainedConfig))
-        if saved is not None:
-            if not isinstance(config, PreTrainedConfig):
-                check_model_type(saved, config_file, model_class.__name__, model_type)
-            saved_class = (saved.get("architectures") or [saved_class])[0]
-        verify_checksums(path_or_repo, hub_kwargs)
-        files = weight_files(path_or_repo, hub_kwargs, kwargs.get("variant"))
-        key_files = checkpoint_keys(files)
-        if len(files) == 1:
-            source = next(iter(files.values()))
-        elif files:
-            source = f"the weights files {', '.join(files)} of {path_or_repo}"
-        else:
-            source = str(path_or_repo)
-    output_loading_info = kwargs.pop("output_loading_info", False)
-    ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
-    model, loading_info = load(
-        path_or_repo, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+# ---------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """The files of the newest committed save, where to find each, and what identifies that save."""
+
+    manifest: Manifest
+    legacy: bool  # a manifest written before checkpoint.sha256 (weights.sha256): every mismatch is damage
+    places: list[Path]  # where files are looked up, first the staging folder of a save still moving them
+    identity: tuple
+
+    def path_of(self, name: str) -> Path | None:
+        return next((place / name for place in self.places if (place / name).is_file()), None)
+
+
+def snapshot(folder: Path) -> Snapshot:
+    committed = sorted(path for path in folder.glob(f"{STAGING_PREFIX}*") if (path / MANIFEST).is_file())
+    places = [*committed[-1:], folder]
+    if committed:
+        manifest, legacy = Manifest.read(committed[-1] / MANIFEST), False
+    elif (folder / MANIFEST).is_file():
+        manifest, legacy = Manifest.read(folder / MANIFEST), False
+    elif (folder / LEGACY_MANIFEST).is_file():
+        manifest, legacy = Manifest.read(folder / LEGACY_MANIFEST), True
+    else:
+        manifest, legacy = Manifest(files={}), False
+    return Snapshot(manifest, legacy, places, (tuple(committed), manifest.save_id, manifest.files.get("config.json")))
+
+
+def check_file(name: str, f, snapshot_: Snapshot) -> str | None:
+    """None where the open file `f` is what the save wrote (or was replaced or edited on purpose, see the module
+    docstring), else why not."""
+    expected = snapshot_.manifest.files.get(name)
+    if expected is None or sha256_of(f) == expected:
+        return None
+    if snapshot_.legacy:
+        return "damaged"
+    if name.endswith(".safetensors"):
+        if header_sha256(f) != snapshot_.manifest.headers.get(name):
+            logger.warning(f"{name} holds other tensors than the save recorded in {MANIFEST}: replaced by other code; "
+                           "it is loaded without its checksum.")
+            return None
+        return "damaged"
+    return None  # a config edited by hand (transformers reads and checks it)
+
+
+@contextmanager
+def consistent_checkpoint(folder: Path, variant: str | None = None) -> Iterator[Path]:
+    """A private folder through which transformers reads the checkpoint in `folder` exactly as one save wrote it
+    (see the module docstring): links to the files, opened, and checked where they belong to this load (its
+    configs and the weights of `variant`). Where the system has no links to open files (no /proc/self/fd or
+    /dev/fd), the files are checked and read in place."""
+    checked = re.compile(f"{CONFIG_FILES.pattern}|{weights_file_pattern(variant).pattern}")
+    links_to_open_files = next((Path(p) for p in ("/proc/self/fd", "/dev/fd") if Path(p).is_dir()), None)
+    for attempt in range(READ_ATTEMPTS):
+        seen = snapshot(folder)
+        with ExitStack() as open_files:
+            files, problem = _open_and_check(seen, _listed_files(seen), checked, open_files)
+            if problem is None and snapshot(folder).identity == seen.identity:
+                if links_to_open_files is None:
+                    yield folder
+                    return
+                with tempfile.TemporaryDirectory(prefix="xlstm_hf-reading-") as view:
+                    for name, f in files.items():
+                        os.symlink(links_to_open_files / str(f.fileno()), Path(view) / name)
+                    yield Path(view)
+                return
+        saving = seen.places[0] != folder or snapshot(folder).identity != seen.identity
+        if problem is not None and not saving and attempt >= 2:  # wrong three times with no save around: damage
+            break
+        time.sleep(min(0.05 * 2**attempt, 0.5))
+    manifest = folder / (LEGACY_MANIFEST if seen.legacy else MANIFEST)
+    raise CheckpointError(
+        f"{folder / problem} does not match its sha256 in {manifest.name}, written when the checkpoint was saved: "
+        f"the file was damaged or changed since. Restore it or save the model again; if you replaced it on purpose, "
+        f"delete {manifest}."
     )
-    check_loading_info(model, loading_info, source=source, key_files=key_files, saved_class=saved_class,
-                       strict=strict, ignore_mismatched_sizes=ignore_mismatched_sizes,
-                       base_model_class=base_model_class)
-    return (model, loading_info) if output_loading_info else model
+
+
+def _open_and_check(
+    seen: Snapshot, names: list[str], checked: re.Pattern, open_files: ExitStack
+) -> tuple[dict, str | None]:
+    """({name: open file}, the first file named by `checked` that fails its check, or None). A file moved into
+    place this instant is left out: the save's identity has then changed, and the caller tries again."""
+    files, problem = {}, None
+    for name in names:
+        path = seen.path_of(name)
+        try:
+            files[name] = open_files.enter_context(open(path, "rb")) if path is not None else None
+        except FileNotFoundError:
+            files[name] = None
+        if files[name] is None:
+            del files[name]
+        elif problem is None and checked.fullmatch(name) and check_file(name, files[name], seen):
+            problem = name
+    return files, problem
+
+
+def _listed_files(seen: Snapshot) -> list[str]:
+    """Every file the reader may need: those of the manifest and the folder's other top-level files."""
+    present = {path.name for place in seen.places for path in place.iterdir() if path.is_file()}
+    ours = {MANIFEST, f"{MANIFEST}.partial", LEGACY_MANIFEST}
+    return sorted((present | set(seen.manifest.files)) - ours)
+
+
+def verify_remote_checkpoint(path_or_repo, find_file, variant: str | None = None) -> None:
+    """The checks of `consistent_checkpoint` for a checkpoint that is not a local folder (a Hub repo, whose files
+    do not change under a reader): `find_file(name)` gives the local path of one of its files, or None."""
+    checked = re.compile(f"{CONFIG_FILES.pattern}|{weights_file_pattern(variant).pattern}")
+    for manifest_name, legacy in ((MANIFEST, False), (LEGACY_MANIFEST, True)):
+        listing = find_file(manifest_name)
+        if listing is not None:
+            break
+    else:
+        return
+    seen = Snapshot(Manifest.read(Path(listing)), legacy, [], ())
+    for name in seen.manifest.files:
+        if checked.fullmatch(name) and (path := find_file(name)) is not None:
+            with open(path, "rb") as f:
+                if check_file(name, f, seen):
+                    raise CheckpointError(
+                        f"{path} does not match its sha256 in {manifest_name}, written when the checkpoint was "
+                        f"saved: the file was damaged or changed since. Download it again (force_download=True)."
+                    )

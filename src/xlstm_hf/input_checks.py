@@ -10,6 +10,15 @@ import torch
 
 IGNORE_INDEX = -100  # the label that the losses of transformers ignore
 TOKEN_ID_DTYPES = (torch.long, torch.int)  # what nn.Embedding takes
+# what transformers' token losses take besides logits and labels (Trainer passes num_items_in_batch)
+LOSS_KWARGS = ("num_items_in_batch", "ignore_index", "shift_labels")
+# keywords other models take that an xLSTM has no use for, and what to do instead
+NOT_USED_HERE = {
+    "token_type_ids": "xLSTM has no token types: leave them out (tokenizer(..., return_token_type_ids=False))",
+    "position_ids": "a recurrent model knows the positions from the order of the steps: leave them out",
+    "output_attentions": "a recurrent model has no attention weights: leave it out",
+    "head_mask": "a recurrent model has no attention heads to mask: leave it out",
+}
 
 
 def skip_value_checks() -> bool:
@@ -25,6 +34,21 @@ def require_tensor(name: str, value) -> None:
     """TypeError unless `value` is a torch.Tensor."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} is a {type(value).__name__}; expected a torch.Tensor (e.g. torch.tensor({name})).")
+
+
+def check_unused_kwargs(model, kwargs: dict, used: tuple[str, ...] = ()) -> None:
+    """TypeError naming every keyword in `kwargs` that the forward of `model` would otherwise ignore (all but
+    `used`, which it passes on to its loss). `output_attentions=False`, which `generate` passes to every
+    encoder, asks for nothing."""
+    unused = [name for name in kwargs if name not in used and not (name == "output_attentions" and not kwargs[name])]
+    if not unused:
+        return
+    advice = "; ".join(f"{name}: {NOT_USED_HERE[name]}" for name in unused if name in NOT_USED_HERE)
+    raise TypeError(
+        f"{type(model).__name__}.forward() got keyword argument(s) it does not use: {', '.join(unused)}"
+        f"{' (' + advice + ')' if advice else ''}. It takes only the arguments of its signature"
+        f"{' and ' + ', '.join(used) + ' for the loss' if used else ''}."
+    )
 
 
 def check_sequence_shape(name: str, value: torch.Tensor, ndim: int, layout: str) -> None:

@@ -7,34 +7,33 @@ one of `MLSTMLayer` (NeurIPS), `MLSTMLargeLayer` (xLSTM-7B) or `SLSTMLayer`. The
 """
 
 import math
-import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import HfApi
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map_only
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
 from transformers.distributed.parallel_utils import replace_layer_number_by_wildcard
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import Seq2SeqLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.models.bart.modeling_bart import shift_tokens_right
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import ModelOutput, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
-from .checkpoint_integrity import load_checked, staged_save, write_checksums
 from .checkpoint_mapping import (
     is_transformers_xlstm_checkpoint,
     load_converted_weights,
     read_transformers_xlstm_checkpoint,
 )
+from .checkpointing import HUB_KWARGS, CheckpointMixin
 from .configuration_xlstm import XLSTMConfig
-from .hub import CARD_TEMPLATE, auto_map, model_card, write_own_code
 from .input_checks import (
+    LOSS_KWARGS,
     check_attention_mask,
     check_class_labels,
     check_decoder_inputs,
@@ -44,12 +43,14 @@ from .input_checks import (
     check_generate_arguments,
     check_sequence_labels,
     check_token_ids,
+    check_unused_kwargs,
     input_rows_and_steps,
     require_tensor,
 )
 from .ops import causal_conv1d, choose_backend, mlstm, slstm
 
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+logger = logging.get_logger(__name__)
+
 
 # A mixer's recurrent state: (causal-conv history [B, K-1, width] or None, the cell's state tuple).
 LayerState = tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]
@@ -332,7 +333,8 @@ class SLSTMLayer(nn.Module):
         self.recurrent_kernel = nn.Parameter(torch.empty(self.num_heads, head_dim, 4, head_dim))
         self.bias = nn.Parameter(torch.empty(self.num_heads, 4, head_dim))  # gates i, f, z, o
         self.dropout = nn.Dropout(config.dropout)
-        self.norm = MultiHeadNorm(self.num_heads, head_dim, config.norm_eps)
+        self.norm = MultiHeadNorm(self.num_heads, head_dim, config.slstm_norm_eps)
+        self.bf16_rounding = config.slstm_bf16_rounding
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
@@ -346,7 +348,7 @@ class SLSTMLayer(nn.Module):
             x_conv = x
         h, cell_state = slstm(
             self._gate_inputs(x_conv, x), self.recurrent_kernel, self.bias, mask=mask, initial_state=cell_state,
-            backend=self.backend,
+            backend=self.backend, bf16_rounding=self.bf16_rounding,
         )
         return self.norm(self.dropout(h)), (conv_history, cell_state)
 
@@ -520,22 +522,58 @@ def has_hooks(modules: list[nn.Module]) -> bool:
 # ---------------------------------------------------------------------------------------------------
 
 
-class XLSTMCache:
+class XLSTMCache(Cache):
     """The recurrent state of every block: its size is fixed, whatever the length of the sequence.
 
-    `layer_states[i]` is block i's `BlockState`, or None before the first input. The
-    model replaces the states after each call and never writes into them in place, so a cache can be
-    used while training.
+    `layer_states[i]` is block i's `BlockState`, or None before the first input. The model replaces the
+    states after each call and never writes into them in place, so a cache can be used while training.
+    A transformers `Cache`: `generate` continues from one it returned (it feeds only the tokens the cache
+    has not read, `get_seq_length()` of them), beam search reorders it; it has no keys and values to crop.
     """
 
+    is_compileable = False  # its states are replaced, not updated at fixed addresses
+    is_croppable = False  # a recurrent state cannot forget the last tokens
+
     def __init__(self, num_layers: int):
+        super().__init__(layers=[])
         self.layer_states: list[BlockState | None] = [None] * num_layers
         self.seen_tokens = 0
         self.block_shapes = None  # the parameter shapes of the blocks of the model that wrote the states
 
+    def __len__(self) -> int:
+        return len(self.layer_states)
+
+    def __repr__(self) -> str:
+        return f"XLSTMCache({len(self)} blocks, {self.seen_tokens} tokens read)"
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Number of tokens consumed so far (the state itself does not grow with it)."""
         return self.seen_tokens
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1  # no limit
+
+    def has_previous_state(self, layer_idx: int | None = None, state_idx: int | None = None) -> bool:
+        states = self.layer_states if layer_idx is None else [self.layer_states[layer_idx]]
+        return any(state is not None for state in states)
+
+    @property
+    def is_initialized(self) -> bool:
+        return self.has_previous_state()
+
+    @property
+    def is_linear(self) -> list[bool]:
+        """False for every block: to `generate`, a linear cache is one whose length it cannot ask, so it would
+        feed a continued prompt whole; this one knows how many tokens it has read."""
+        return [False] * len(self)
+
+    @property
+    def is_sliding(self) -> list[bool]:
+        return [False] * len(self)
+
+    @property
+    def is_dummy(self) -> list[bool]:
+        return [False] * len(self)
 
     @property
     def batch_size(self) -> int | None:
@@ -545,11 +583,27 @@ class XLSTMCache:
                 return cell_state[0].shape[0]
         return None
 
+    def reset(self) -> None:
+        self.layer_states = [None] * len(self)
+        self.seen_tokens = 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise ValueError("An XLSTMCache holds a recurrent state, which cannot forget the last tokens; run the "
+                         "model again from a cache saved before them.")
+
+    def _map_rows(self, rows) -> None:
+        self.layer_states = tree_map_only(torch.Tensor, rows, self.layer_states)
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Keep the batch rows `beam_idx` (beam search), in that order."""
-        self.layer_states = tree_map_only(
-            torch.Tensor, lambda t: t.index_select(0, beam_idx.to(t.device)), self.layer_states
-        )
+        self._map_rows(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.reorder_cache(indices)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Every batch row `repeats` times in a row (generate's expansion for beams or several sequences)."""
+        self._map_rows(lambda t: t.repeat_interleave(repeats, dim=0))
 
     def nbytes(self) -> int:
         """Bytes held by all states."""
@@ -590,7 +644,7 @@ class XLSTMCausalLMOutput(ModelOutput):
 # ---------------------------------------------------------------------------------------------------
 
 
-class XLSTMPreTrainedModel(PreTrainedModel):
+class XLSTMPreTrainedModel(CheckpointMixin, PreTrainedModel):
     config_class = XLSTMConfig
     config: XLSTMConfig
     base_model_prefix = "backbone"
@@ -598,61 +652,6 @@ class XLSTMPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["XLSTMBlock"]
     supports_gradient_checkpointing = True
     _is_stateful = True
-
-    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
-        """transformers' save, plus the model's own code (it then loads with `trust_remote_code=True` where
-        xlstm_hf is not installed; `config.auto_map` names every Auto class it loads with), a model card
-        (README.md, unless the folder has one) and the sha256 of the weights (weights.sha256). All of it is
-        written beside the folder's files first and moved into place only when complete, so a failed save
-        leaves an older checkpoint in the folder loadable (see checkpoint_integrity.py)."""
-        self.config.auto_map = auto_map(self)
-        folder = Path(save_directory)
-        saves_here = getattr(self, "should_save_on_this_rank", lambda main: main)(is_main_process)
-        if not saves_here or kwargs.get("distributed_checkpoint") or folder.is_file():
-            # other ranks only take part in gathering the weights; every rank writes a distributed checkpoint
-            super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
-            if saves_here and folder.is_dir():
-                self._write_code_and_card(folder, folder)
-            return
-        if kwargs.get("push_to_hub"):
-            kwargs.setdefault("repo_id", folder.resolve().name)  # not the staging folder's name
-        with staged_save(folder) as staging:
-            super().save_pretrained(staging, *args, is_main_process=is_main_process, **kwargs)
-            self._write_code_and_card(staging, folder)
-            write_checksums(staging)
-
-    def _write_code_and_card(self, target: Path, folder: Path) -> None:
-        """The model's own code into `target`, and its card as target/README.md unless `folder` (the one saved
-        to) has a README.md already."""
-        write_own_code(target)
-        if CARD_TEMPLATE.is_file() and not (folder / "README.md").exists():
-            model_card(self).save(target / "README.md")
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
-        """transformers' loading, which refuses a damaged checkpoint or one that does not fit the model instead
-        of leaving weights at random: config.json must be valid and of this model type, the weights files
-        readable and equal to their sha256 in weights.sha256, and every weight of the model present with its
-        shape (head weights may be new where the checkpoint was saved by another class). Errors name the
-        file or the keys. `ignore_mismatched_sizes=True` initialises weights of another shape anew, as in
-        transformers; `strict=False` only warns about missing and unexpected weights, as transformers does."""
-        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
-        return load_checked(
-            super().from_pretrained, cls, pretrained_model_name_or_path, args, kwargs, hub_kwargs, strict,
-            XLSTMConfig.model_type, base_model_class=XLSTMModel,
-        )
-
-    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, private: bool | None = None,
-                    token: str | None = None, revision: str | None = None, create_pr: bool = False,
-                    max_shard_size: str | int = "50GB", **kwargs):
-        """Upload what `save_pretrained` writes (weights, config, the model's own code, its card) to the Hub
-        repository `repo_id`, created if needed."""
-        api = HfApi(token=token)
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, max_shard_size=max_shard_size, **kwargs)
-            return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message or
-                                     f"Upload {type(self).__name__}", revision=revision, create_pr=create_pr)
 
     def init_parallel_plans(self) -> None:
         """transformers' parallel plans, less the FSDP rules for modules this model does not have (the
@@ -738,6 +737,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
     def set_input_embeddings(self, new_embeddings: nn.Embedding):
         self.embeddings = new_embeddings
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @deprecate_kwarg("cache_params", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -749,7 +750,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
         output_hidden_states: bool | None = None,
         encoder_hidden_states: torch.FloatTensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        **kwargs,
+        output_attentions: bool | None = None,
     ) -> XLSTMModelOutput:
         r"""
         input_ids: [B, T] token ids, or `inputs_embeds` [B, T, hidden].
@@ -760,10 +761,13 @@ class XLSTMModel(XLSTMPreTrainedModel):
             bidirectional encoder, whose backward direction needs the whole input).
         encoder_hidden_states: [B, S, hidden] the encoder outputs a decoder (`add_cross_attention`) reads,
             with their padding `encoder_attention_mask` [B, S].
+        output_attentions: only False or None (`generate` passes it to every encoder): no attention weights.
+        No other keywords: `generate` hands an encoder only those of its signature.
         """
-        inputs_embeds = self._embed(input_ids, inputs_embeds)
-        batch_size, length = inputs_embeds.shape[:2]
+        check_unused_kwargs(self, {"output_attentions": output_attentions})
+        batch_size, length = self._check_inputs(input_ids, inputs_embeds)
         mask = padding_mask(attention_mask, batch_size, length)
+        inputs_embeds = self._embed(input_ids, inputs_embeds, mask)
         encoder_mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()
         use_cache = self._resolve_use_cache(cache, use_cache)
         if cache is None and use_cache:
@@ -817,6 +821,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
             and not output_hidden_states
             and not (self.training or torch.is_grad_enabled())
             and hidden_states.dtype == torch.float32
+            and not self.config.slstm_bf16_rounding  # the step has neither the rounding nor another sLSTM norm eps
+            and self.config.slstm_norm_eps == self.config.norm_eps
             and all(state is not None for state in cache.layer_states)
             and choose_backend("decode_step", hidden_states.device, self.config.backend)[0] == "cpp"
         )
@@ -878,20 +884,32 @@ class XLSTMModel(XLSTMPreTrainedModel):
             return cache is not None or (self.config.use_cache and not self.training)
         return use_cache
 
-    def _embed(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+    def _check_inputs(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> tuple[int, int]:
+        """Token ids [B, T] in the vocabulary, or float vectors [B, T, hidden]: -> (B, T)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
-        if inputs_embeds is None:
-            if self.embeddings is None:
-                raise ValueError(
-                    "This model has no token embedding (config.vocab_size is None); "
-                    "pass inputs_embeds instead of input_ids."
-                )
-            check_token_ids("input_ids", input_ids, getattr(self.embeddings, "num_embeddings", None))
-            inputs_embeds = self.embeddings(input_ids)
-        else:
+        if inputs_embeds is not None:
             check_embeddings("inputs_embeds", inputs_embeds, self.config.hidden_size)
-        return self.embedding_dropout(inputs_embeds)
+            return inputs_embeds.shape[:2]
+        if self.embeddings is None:
+            raise ValueError(
+                "This model has no token embedding (config.vocab_size is None); "
+                "pass inputs_embeds instead of input_ids."
+            )
+        check_token_ids("input_ids", input_ids, getattr(self.embeddings, "num_embeddings", None))
+        return input_ids.shape
+
+    def _embed(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The vectors [B, T, hidden] of `input_ids`, or `inputs_embeds` in the model's dtype and zero at padded
+        steps, whatever they held there (a padded step must not touch any state, and NaN * 0 is NaN)."""
+        if inputs_embeds is None:
+            return self.embedding_dropout(self.embeddings(input_ids))
+        if mask is not None:
+            inputs_embeds = inputs_embeds.masked_fill(~mask[..., None], 0.0)
+        check_finite("inputs_embeds", inputs_embeds, "attention_mask")
+        return self.embedding_dropout(inputs_embeds.to(self.dtype))  # float64 from numpy, say
 
 
 def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: int) -> torch.Tensor | None:
@@ -902,6 +920,14 @@ def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: i
     check_attention_mask("attention_mask", attention_mask, batch_size, length)
     mask = attention_mask[:, attention_mask.shape[1] - length :].bool()
     return None if bool(mask.all()) else mask
+
+
+def keep_positions(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """hidden_states [B, T, hidden] at the last `logits_to_keep` positions (0: all), or at the positions a 1-D
+    tensor lists (transformers' two meanings of `logits_to_keep`)."""
+    if isinstance(logits_to_keep, torch.Tensor):
+        return hidden_states[:, logits_to_keep]
+    return hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states
 
 
 def check_cache(cache: XLSTMCache, num_layers: int, batch_size: int, block_shapes: tuple) -> None:
@@ -976,6 +1002,8 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         check_generate_arguments(args, kwargs, self.config.vocab_size)
         return super().generate(*args, **kwargs)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @deprecate_kwarg("cache_params", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -986,14 +1014,17 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> XLSTMCausalLMOutput:
         r"""
         labels: [B, T] next-token targets (shifted inside), -100 where ignored.
-        logits_to_keep: compute logits only for the last this many positions (0: all).
+        logits_to_keep: compute logits only for the last this many positions (0: all), or, as a 1-D tensor, for
+            these positions.
+        kwargs: what transformers' causal-LM loss takes (`num_items_in_batch`, `ignore_index`, `shift_labels`).
         Other arguments as in `XLSTMModel.forward`.
         """
+        check_unused_kwargs(self, kwargs, LOSS_KWARGS)
         rows_steps = input_rows_and_steps(input_ids, inputs_embeds)
         if labels is not None and rows_steps is not None:
             check_class_labels("labels", labels, [rows_steps], self.config.vocab_size,
@@ -1006,7 +1037,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
-        hidden_states = outputs.last_hidden_state[:, -logits_to_keep:] if logits_to_keep else outputs.last_hidden_state
+        hidden_states = keep_positions(outputs.last_hidden_state, logits_to_keep)
         logits = soft_cap(self.lm_head(hidden_states), self.config.logit_soft_cap)
         loss = None
         if labels is not None:
@@ -1091,8 +1122,12 @@ class XLSTMClassifierBase(XLSTMPreTrainedModel):
 class XLSTMForSequenceClassification(XLSTMClassifierBase):
     """A label (or labels, or a regression target) per sequence. A causal model pools the output at the
     last real step; a bidirectional one (`config.bidirectional`) the outputs at the last and the first
-    real step, where each direction has read the whole sequence. Without vocabulary
-    (`config.vocab_size=None`) it classifies continuous sequences `past_values` [B, T, num_input_channels]."""
+    real step, where each direction has read the whole sequence. The real steps are those of
+    `attention_mask`, or without one, as in transformers, the tokens other than `config.pad_token_id`. Without
+    vocabulary (`config.vocab_size=None`) it classifies continuous sequences `past_values` [B, T,
+    num_input_channels]."""
+
+    accepts_loss_kwargs = False  # its loss is a mean over the batch: Trainer divides by accumulation steps
 
     def __init__(self, config: XLSTMConfig):
         super().__init__(config)
@@ -1116,6 +1151,7 @@ class XLSTMForSequenceClassification(XLSTMClassifierBase):
         labels: [B] class ids, [B, num_labels] multi-label targets, or [B] / [B, num_labels] regression
             targets, as `config.problem_type` says (inferred as in transformers when unset).
         """
+        check_unused_kwargs(self, kwargs)
         rows_steps = input_rows_and_steps(input_ids, inputs_embeds, past_values)
         if rows_steps is not None and attention_mask is not None:  # the pooled steps must be real
             check_attention_mask("attention_mask", attention_mask, *rows_steps)
@@ -1124,8 +1160,10 @@ class XLSTMForSequenceClassification(XLSTMClassifierBase):
             check_sequence_labels(labels, rows_steps[0], self.num_labels, self.config.problem_type)
         outputs = self.encode(input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states)
         hidden_states = outputs.last_hidden_state  # [B, T, hidden]
-        batch_size, length = hidden_states.shape[:2]
-        first, last = real_step_bounds(attention_mask, batch_size, length, hidden_states.device)
+        if attention_mask is None:
+            attention_mask = self._non_pad_tokens(input_ids)
+        first, last = real_step_bounds(attention_mask, *hidden_states.shape[:2], hidden_states.device)
+        batch_size = hidden_states.shape[0]
         rows = torch.arange(batch_size, device=hidden_states.device)
         pooled = hidden_states[rows, last]
         if self.config.bidirectional:
@@ -1135,6 +1173,20 @@ class XLSTMForSequenceClassification(XLSTMClassifierBase):
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _non_pad_tokens(self, input_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """Where no attention_mask is given: the tokens other than `config.pad_token_id`, as transformers'
+        classifiers find the pooled token (None, every step real, for embeddings or without a pad id)."""
+        if input_ids is None:
+            return None
+        if self.config.pad_token_id is None:
+            if input_ids.shape[0] > 1:
+                logger.warning_once(
+                    f"{type(self).__name__} was given no attention_mask and config.pad_token_id is not set: it pools "
+                    "the last step of every row. Pass attention_mask if rows are padded."
+                )
+            return None
+        return input_ids != self.config.pad_token_id
 
 
 class XLSTMForTokenClassification(XLSTMClassifierBase):
@@ -1160,7 +1212,9 @@ class XLSTMForTokenClassification(XLSTMClassifierBase):
         r"""
         past_values: [B, T, num_input_channels] continuous inputs, for a model without vocabulary.
         labels: [B, T] class ids, -100 where ignored (padding).
+        kwargs: what transformers' token-classification loss takes (`num_items_in_batch`, `ignore_index`).
         """
+        check_unused_kwargs(self, kwargs, LOSS_KWARGS)
         rows_steps = input_rows_and_steps(input_ids, inputs_embeds, past_values)
         if rows_steps is not None and labels is not None:
             check_class_labels("labels", labels, [rows_steps], self.num_labels, "[batch, length] class ids")
@@ -1177,12 +1231,21 @@ class XLSTMForTokenClassification(XLSTMClassifierBase):
 # ---------------------------------------------------------------------------------------------------
 
 
+class XLSTMDecoder(XLSTMModel):
+    """The decoder of `XLSTMForSeq2SeqLM`: causal blocks that also read the encoder outputs through
+    cross-attention (`config.add_cross_attention`), over target vectors embedded by the encoder's embedding."""
+
+
 class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
     """Sequence to sequence: a bidirectional xLSTM encoder over the source and a causal xLSTM decoder whose
     blocks read the encoder outputs through cross-attention, so a long source is not squeezed into one
-    state. Source and target share the token embedding (and the LM head with `tie_word_embeddings`)."""
+    state. Source and target share the token embedding (and the LM head with `tie_word_embeddings`).
 
-    base_model_prefix = "model"
+    Its base model is the encoder (`base_model_prefix`): an `XLSTMModel` checkpoint loads into it, the decoder
+    and the LM head starting anew.
+    """
+
+    base_model_prefix = "encoder"
     _tied_weights_keys = {"lm_head.weight": "encoder.embeddings.weight"}
     _fsdp_plan = {"lm_head": "keep_full_weight"}
 
@@ -1192,15 +1255,16 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
         if not config.vocab_size:
             raise ValueError("XLSTMForSeq2SeqLM needs a vocabulary; set config.vocab_size.")
         self.encoder = XLSTMModel(config.encoder_config())
-        self.decoder = XLSTMModel(config.decoder_config())
+        self.decoder = XLSTMDecoder(config.decoder_config())
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.loss_type = "ForMaskedLM"  # the labels are aligned with the logits: cross-entropy without shift
         self.post_init()
 
-    def get_encoder(self) -> XLSTMModel:
+    def get_encoder(self, modality: str | None = None) -> XLSTMModel:
+        """The encoder (of text: the only modality this model has)."""
         return self.encoder
 
-    def get_decoder(self) -> XLSTMModel:
+    def get_decoder(self) -> XLSTMDecoder:
         return self.decoder
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -1226,6 +1290,8 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
             raise ValueError("Set config.decoder_start_token_id and config.pad_token_id to train from labels.")
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @deprecate_kwarg("cache_params", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -1248,7 +1314,9 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
         decoder_input_ids, decoder_attention_mask: the target so far [B, T]; made from `labels` when absent.
         labels: [B, T] target tokens, -100 where ignored.
         cache: the decoder's recurrent state and cross-attention keys/values, to continue decoding from.
+        kwargs: what transformers' loss takes (`num_items_in_batch`, `ignore_index`).
         """
+        check_unused_kwargs(self, kwargs, LOSS_KWARGS)
         source = input_rows_and_steps(encoder_outputs[0] if encoder_outputs is not None else None, input_ids,
                                       inputs_embeds)
         if source is not None and attention_mask is not None:  # the cross-attention's mask: exactly [B, S]
@@ -1275,8 +1343,7 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
         )
-        hidden_states = decoder_outputs.last_hidden_state
-        hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states
+        hidden_states = keep_positions(decoder_outputs.last_hidden_state, logits_to_keep)
         logits = soft_cap(self.lm_head(hidden_states), self.config.logit_soft_cap)
         loss = None
         if labels is not None:
@@ -1293,6 +1360,7 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, GenerationMixin):
 
 __all__ = [
     "XLSTMCache",
+    "XLSTMDecoder",
     "XLSTMCausalLMOutput",
     "XLSTMForCausalLM",
     "XLSTMForSeq2SeqLM",

@@ -15,6 +15,7 @@ BLOCK_FAMILIES = ("neurips", "large")
 NORM_TYPES = ("layernorm", "rmsnorm")
 SCALINGS = ("mean", "std", None)
 TIME_SERIES_LOSSES = ("mse", "nll", "quantile")
+FORECASTERS = ("direct", "tirex")
 DISTRIBUTIONS = ("student_t", "normal", "negative_binomial")
 
 # transformers' base config checks `layer_types` against the attention layer types it knows wherever it reads
@@ -73,6 +74,11 @@ class XLSTMConfig(PreTrainedConfig):
             PyTorch otherwise). `xlstm-hf env` shows the choice per op.
         slstm_num_heads (`int`, *optional*): Heads of the sLSTM layers; defaults to `num_heads`.
         slstm_conv_kernel_size (`int`, defaults to 4): sLSTM causal conv width (0: no conv).
+        slstm_norm_eps (`float`, *optional*): Epsilon of the sLSTM per-head norm; defaults to `norm_eps`.
+        slstm_bf16_rounding (`bool`, defaults to `False`): Round the sLSTM's gate inputs, recurrent kernel,
+            recurrent product and states to bfloat16 at every step (pointwise maths in float32, forget
+            pre-activation clamped at 15), as the PyTorch backend of TiRex does; gradients pass the rounding
+            straight through. Converted TiRex checkpoints set it, so that they give TiRex's outputs.
         ffn_proj_factor (`float`, *optional*): Gated feed-forward width as a fraction of `hidden_size`
             (0: no feed-forward). Defaults to 1.3 (NeurIPS) or 2.667 (Large).
         ffn_act (`str`, *optional*): Gate activation of the feed-forward, a name of transformers' `ACT2FN`.
@@ -99,6 +105,16 @@ class XLSTMConfig(PreTrainedConfig):
             `"quantile"`; `quantiles`: the levels of the quantile loss, default [0.1, 0.5, 0.9]).
             `num_input_channels` is also the width of the `past_values` read by the classification
             heads of a model without vocabulary.
+        forecaster (`str`, defaults to `"direct"`): How `XLSTMForTimeSeriesPrediction` forecasts.
+            `"direct"`: a head on the state after the context forecasts `prediction_length` steps (as
+            PatchTST). `"tirex"`: the design of TiRex (NX-AI): the context is cut or left-padded (missing
+            values) to exactly `context_length`, scaled by its observed mean and standard deviation, every
+            token forecasts the quantiles of the next patch, and horizons beyond one patch append masked
+            patches (no forecast is fed back). Needs `loss="quantile"` with 0.5 among the `quantiles`,
+            `scaling="std"`, `patch_stride == patch_length` and `context_length` a multiple of it.
+        patch_ffn_size (`int`, defaults to 0): `forecaster="tirex"` only: the hidden width of the residual
+            MLPs that embed each patch (with its observed mask) and map each output to its patch of
+            quantiles; 0 makes both linear.
         tie_word_embeddings (`bool`, defaults to `False`): Share the embedding with the LM head.
         use_cache (`bool`, defaults to `True`): Return the recurrent state for generation.
 
@@ -140,6 +156,8 @@ class XLSTMConfig(PreTrainedConfig):
     # sLSTM
     slstm_num_heads: int | None = None
     slstm_conv_kernel_size: int = 4
+    slstm_norm_eps: float | int | None = None
+    slstm_bf16_rounding: bool = False
     # feed-forward, norms, head
     ffn_proj_factor: float | int | None = None
     ffn_act: str | None = None
@@ -166,6 +184,8 @@ class XLSTMConfig(PreTrainedConfig):
     distribution_output: str = "student_t"
     num_parallel_samples: int = 100
     quantiles: list[float] | None = None
+    forecaster: str = "direct"
+    patch_ffn_size: int = 0
     # transformers
     tie_word_embeddings: bool = False
     use_cache: bool = True
@@ -197,6 +217,8 @@ class XLSTMConfig(PreTrainedConfig):
         for name, value in FAMILY_DEFAULTS[self.block_family].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.slstm_norm_eps is None:
+            self.slstm_norm_eps = self.norm_eps
         super().__post_init__(**kwargs)
         self._check_sizes()
         self._check_layer_types()
@@ -278,7 +300,7 @@ class XLSTMConfig(PreTrainedConfig):
             _require(self.vocab_size >= 1, f"vocab_size must be a positive integer or None, got {self.vocab_size}.")
         for name in ("conv_kernel_size", "slstm_conv_kernel_size"):
             _require(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables the conv), got {getattr(self, name)}.")
-        for name in ("mlstm_proj_factor", "qk_dim_factor", "v_dim_factor", "norm_eps", "mlstm_eps"):
+        for name in ("mlstm_proj_factor", "qk_dim_factor", "v_dim_factor", "norm_eps", "slstm_norm_eps", "mlstm_eps"):
             _require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}.")
         for name in ("ffn_proj_factor", "gate_soft_cap", "logit_soft_cap"):
             _require(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables it), got {getattr(self, name)}.")
@@ -319,6 +341,28 @@ class XLSTMConfig(PreTrainedConfig):
         _require(len(self.quantiles) > 0 and all(0 < q < 1 for q in self.quantiles)
                  and all(a < b for a, b in zip(self.quantiles, self.quantiles[1:])),
                  f"quantiles={self.quantiles} must be increasing levels strictly between 0 and 1.")
+        _require(self.forecaster in FORECASTERS, f"forecaster={self.forecaster!r} is unknown; use one of {FORECASTERS}.")
+        _require(self.patch_ffn_size >= 0, f"patch_ffn_size must be >= 0 (0: linear maps), got {self.patch_ffn_size}.")
+        if self.forecaster == "tirex":
+            self._check_tirex_forecaster()
+        else:
+            _require(self.patch_ffn_size == 0,
+                     f"patch_ffn_size={self.patch_ffn_size} applies to forecaster='tirex' only; set it to 0.")
+
+    def _check_tirex_forecaster(self):
+        """The settings forecaster="tirex" needs (see the docstring)."""
+        prefix = "forecaster='tirex' needs"
+        _require(self.loss == "quantile", f"{prefix} loss='quantile', got loss={self.loss!r}.")
+        _require(0.5 in self.quantiles,
+                 f"{prefix} the level 0.5 among the quantiles (the median is its point forecast), got {self.quantiles}.")
+        _require(self.scaling == "std", f"{prefix} scaling='std' (its scaler), got scaling={self.scaling!r}.")
+        _require(self.patch_stride == self.patch_length,
+                 f"{prefix} patch_stride == patch_length (patches side by side), got {self.patch_stride} and "
+                 f"{self.patch_length}.")
+        _require(self.context_length % self.patch_length == 0,
+                 f"{prefix} context_length={self.context_length} to be a multiple of patch_length="
+                 f"{self.patch_length} (its window is whole patches).")
+        _require(not self.bidirectional, f"{prefix} a causal backbone; set bidirectional=False.")
 
     def _check_token_ids(self):
         """Special token ids must lie in the vocabulary."""

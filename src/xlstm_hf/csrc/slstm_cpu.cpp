@@ -9,8 +9,14 @@
 // raw [B, H, T, 4, D], the gate pre-activations. h is written as [B, T, H, D] and returned as its
 // [B, H, T, D] view, the layout the per-head norm reads. The gradient of gates_x comes back as the
 // [B, H, T, 4, D] view of a head-major [H, B, T, 4, D] tensor, the layout SLSTMLayer makes gates_x in.
+//
+// slstm_forward_bf16_rounding is the forward with the rounding of TiRex's PyTorch sLSTM (the reference's
+// `bf16_rounding`, src/xlstm_hf/ops/slstm/recurrent.py): the caller rounds the kernel and the initial
+// states; here gates_x, the product of the kernel with the previous output and every new state are rounded
+// to bfloat16, and the forget pre-activation is clamped. Its backward is slstm_backward (straight-through).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -46,6 +52,37 @@ void backward_step(const Real* raw, Rows<Real> prev, const Real* dh_out, Real* d
   }
 }
 
+// x rounded to the nearest bfloat16 (ties to even) and back, as `x.to(torch.bfloat16)` rounds
+template <typename Real>
+inline Real round_to_bfloat16(Real x) {
+  return static_cast<Real>(static_cast<float>(c10::BFloat16(static_cast<float>(x))));
+}
+
+constexpr double kForgetClamp = 15.0;  // FORGET_CLAMP of the reference
+
+// raw = (bf16(gates_x) + bf16(h @ kernel)) + bias with the forget pre-activation clamped: the order of TiRex's sums
+template <typename Real>
+void rounded_gate_preactivations(const Real* gates_x, int64_t gate_stride, const Real* bias, const Real* kernel,
+                                 const Real* h, int64_t D, Real* raw) {
+  std::fill_n(raw, 4 * D, Real(0));
+  add_vecmat(h, kernel, D, 4 * D, raw);
+  for (int64_t g = 0; g < 4; ++g) {
+    for (int64_t e = 0; e < D; ++e) {
+      Real& value = raw[g * D + e];
+      value = (round_to_bfloat16(gates_x[g * gate_stride + e]) + round_to_bfloat16(value)) + bias[g * D + e];
+    }
+  }
+  Real* forget = raw + D;
+  for (int64_t e = 0; e < D; ++e) forget[e] = std::min(forget[e], Real(kForgetClamp));
+}
+
+template <typename Real>
+void round_rows(Rows<Real> rows, int64_t D) {
+  for (Real* row : {rows.h, rows.c, rows.n, rows.m}) {
+    for (int64_t e = 0; e < D; ++e) row[e] = round_to_bfloat16(row[e]);
+  }
+}
+
 template <typename Real>
 void copy_rows(Rows<Real> from, Rows<Real> to, int64_t D) {
   std::copy_n(from.h, D, to.h);
@@ -60,7 +97,7 @@ Rows<Real> state_rows(Real* states, int64_t state_stride, int64_t offset) {
           states + 3 * state_stride + offset};
 }
 
-template <typename Real>
+template <typename Real, bool kRounded>
 void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* bias, const bool* mask,
                     at::Tensor& h_out, Real* states, Real* raw, const SLSTMDims& dims) {
   const auto [B, H, T, D] = dims;
@@ -75,11 +112,16 @@ void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* b
         const Rows<Real> prev = state_rows(states, state_stride, pair * rows_per_pair + t * D);
         const Rows<Real> next = state_rows(states, state_stride, pair * rows_per_pair + (t + 1) * D);
         Real* raw_t = raw + (pair * T + t) * G;
-        gate_preactivations(gx + b * in.b + head * in.h + t * in.t, in.g, bias + head * G, kernel + head * D * G,
-                            prev.h, D, raw_t);
+        const Real* gx_t = gx + b * in.b + head * in.h + t * in.t;
+        if constexpr (kRounded) {
+          rounded_gate_preactivations(gx_t, in.g, bias + head * G, kernel + head * D * G, prev.h, D, raw_t);
+        } else {
+          gate_preactivations(gx_t, in.g, bias + head * G, kernel + head * D * G, prev.h, D, raw_t);
+        }
         Real* h_t = h_ptr + b * out.b + head * out.h + t * out.t;
         if (mask == nullptr || mask[b * T + t]) {
           forward_step(raw_t, prev, next, D);
+          if constexpr (kRounded) round_rows(next, D);
           std::copy(next.h, next.h + D, h_t);
         } else {  // a padded step passes the state through and outputs 0
           copy_rows(prev, next, D);
@@ -127,7 +169,10 @@ void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Rea
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
+namespace {
+
+template <bool kRounded>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward(
     const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
     const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
   const SLSTMDims dims = check_slstm_inputs(gates_x, recurrent_kernel, bias, mask, initial_states);
@@ -141,11 +186,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
   const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
   const bool* mask_ptr = mask.has_value() ? mask_c.data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "slstm_forward_cpu", [&] {
-    forward_kernel<scalar_t>(gx, kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mask_ptr, h_out,
-                             states.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(), dims);
+    forward_kernel<scalar_t, kRounded>(gx, kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mask_ptr, h_out,
+                                       states.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(), dims);
   });
   at::Tensor final_states = states.select(3, T).clone();
   return {h_out, final_states, states, raw};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cpu(
+    const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
+  return slstm_forward<false>(gates_x, recurrent_kernel, bias, mask, initial_states);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_bf16_rounding_cpu(
+    const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
+    const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
+  return slstm_forward<true>(gates_x, recurrent_kernel, bias, mask, initial_states);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
@@ -174,8 +233,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
   return {grad_gates_x.permute({1, 0, 2, 3, 4}), grad_kernel, grad_bias, grad_initial};
 }
 
+// a CPU-only operator, so declared here rather than with the shared schemas in ops.cpp
+TORCH_LIBRARY_FRAGMENT(xlstm_hf, m) {
+  m.def("slstm_forward_bf16_rounding(Tensor gates_x, Tensor recurrent_kernel, Tensor bias, Tensor? mask,"
+        " Tensor initial_states) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
 TORCH_LIBRARY_IMPL(xlstm_hf, CPU, m) {
   m.impl("slstm_forward", &slstm_forward_cpu);
+  m.impl("slstm_forward_bf16_rounding", &slstm_forward_bf16_rounding_cpu);
   m.impl("slstm_backward", &slstm_backward_cpu);
 }
 

@@ -105,11 +105,12 @@ def slstm(
     mask: torch.Tensor | None = None,
     initial_state: SLSTMState | None = None,
     backend: str = "auto",
+    bf16_rounding: bool = False,
 ) -> tuple[torch.Tensor, SLSTMState]:
     """sLSTM over a sequence: gates_x [B, H, T, 4, D], recurrent_kernel [H, D, 4, D], bias [H, 4, D]
-    -> h [B, H, T, D]."""
+    -> h [B, H, T, D]. `bf16_rounding`: the rounding of TiRex's PyTorch sLSTM (see ops/slstm/recurrent.py)."""
     kernel = _kernel("slstm", gates_x.device, backend)
-    return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state)
+    return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state, bf16_rounding=bf16_rounding)
 
 
 def causal_conv1d(

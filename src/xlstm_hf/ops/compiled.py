@@ -8,7 +8,7 @@ import torch
 from .gates import at_least_float32
 from .mlstm.chunkwise import MLSTMState, zero_mlstm_state
 from .mlstm.recurrent import mlstm_step as mlstm_step_reference
-from .slstm.recurrent import SLSTMState
+from .slstm.recurrent import SLSTMState, round_to_bfloat16, slstm_recurrent
 
 
 def slstm(
@@ -18,17 +18,24 @@ def slstm(
     *,
     mask: torch.Tensor | None = None,
     initial_state: SLSTMState | None = None,
+    bf16_rounding: bool = False,
 ) -> tuple[torch.Tensor, SLSTMState]:
-    """`slstm_recurrent` as one fused kernel: same arguments and results."""
+    """`slstm_recurrent` as one fused kernel: same arguments and results. `bf16_rounding` has a CPU kernel
+    only; on other devices it runs the reference."""
+    if bf16_rounding and gates_x.device.type != "cpu":
+        return slstm_recurrent(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state,
+                               bf16_rounding=True)
     gx = at_least_float32(gates_x)
     B, H, _, _, D = gx.shape
     if initial_state is None:
         initial = gx.new_zeros(4, B, H, D)
     else:
         initial = torch.stack([s.to(gx.dtype) for s in initial_state])
-    h, final_states, _, _ = torch.ops.xlstm_hf.slstm_forward(
-        gx, recurrent_kernel.to(gx.dtype), bias.to(gx.dtype), mask, initial
-    )
+    kernel, forward = recurrent_kernel.to(gx.dtype), torch.ops.xlstm_hf.slstm_forward
+    if bf16_rounding:  # the kernel rounds gates_x and the rest (csrc/slstm_cpu.cpp)
+        kernel, initial = round_to_bfloat16(kernel), round_to_bfloat16(initial)
+        forward = torch.ops.xlstm_hf.slstm_forward_bf16_rounding
+    h, final_states, _, _ = forward(gx, kernel, bias.to(gx.dtype), mask, initial)
     return h.to(gates_x.dtype), tuple(final_states.unbind(0))
 
 
@@ -198,11 +205,10 @@ def _decode_step_fake(hidden, params, state, layout, floats, ints):
 
 def register_python_parts() -> None:
     """Fake kernels and autograd of the operators; call once after loading the library."""
-    torch.library.register_fake("xlstm_hf::slstm_forward", _slstm_forward_fake)
+    for forward in ("slstm_forward", "slstm_forward_bf16_rounding"):  # one backward: the rounding is straight-through
+        torch.library.register_fake(f"xlstm_hf::{forward}", _slstm_forward_fake)
+        torch.library.register_autograd(f"xlstm_hf::{forward}", _slstm_backward, setup_context=_slstm_setup_context)
     torch.library.register_fake("xlstm_hf::slstm_backward", _slstm_backward_fake)
-    torch.library.register_autograd(
-        "xlstm_hf::slstm_forward", _slstm_backward, setup_context=_slstm_setup_context
-    )
     torch.library.register_fake("xlstm_hf::mlstm_chunkwise_forward", _mlstm_chunkwise_forward_fake)
     torch.library.register_fake("xlstm_hf::mlstm_chunkwise_backward", _mlstm_chunkwise_backward_fake)
     torch.library.register_autograd(

@@ -1,27 +1,39 @@
-"""xLSTM forecaster with the interface of PatchTST: patches of each channel go through the causal xLSTM
-block stack, and a head on the state after the last patch forecasts the next `prediction_length` steps.
+"""xLSTM forecasters: every channel of `past_values [B, L, C]` is one series, cut into patches that go
+through the causal xLSTM block stack. Two designs, chosen by `config.forecaster`:
 
-Because the backbone is recurrent, `generate` reaches horizons beyond `prediction_length` by feeding
-its own forecasts back as new patches from the recurrent state, without re-reading the context.
+* `"direct"`, the interface of PatchTST: a head on the state after the last patch forecasts the next
+  `prediction_length` steps. Because the backbone is recurrent, `generate` reaches horizons beyond
+  `prediction_length` by feeding its own forecasts back as new patches from the recurrent state, without
+  re-reading the context.
+* `"tirex"`, the design of NX-AI's TiRex (docs/tirex.md): a window of exactly `context_length` steps
+  (cut, or left-padded with missing values), scaled by its observed values; every token forecasts the
+  quantiles of the next patch. A horizon of k patches reads the outputs after k windows: the context, and
+  the context followed by 1 .. k-1 masked patches (no forecast is fed back), run in one batch. TiRex
+  checkpoints load with `from_pretrained` (tirex.py).
 """
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
+from transformers import AutoModelForTimeSeriesPrediction
 from transformers.models.patchtst.modeling_patchtst import PatchTSTScaler, nll, weighted_average
 from transformers.time_series_utils import NegativeBinomialOutput, NormalOutput, StudentTOutput
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_xlstm import XLSTMConfig
 from .input_checks import check_binary_mask, check_positive_int, require_tensor
-from .modeling_xlstm import XLSTMCache, XLSTMModel, XLSTMPreTrainedModel
+from .modeling_xlstm import HUB_KWARGS, XLSTMCache, XLSTMModel, XLSTMPreTrainedModel
+from .tirex import find_tirex_checkpoint, load_tirex, route_auto_class
 
 DISTRIBUTION_OUTPUTS = {
     "student_t": StudentTOutput, "normal": NormalOutput, "negative_binomial": NegativeBinomialOutput
 }
+TIREX_MAX_ROWS = 512  # series windows per backbone call in generate, which bounds its memory
 
 
 def backbone_config(config: XLSTMConfig) -> XLSTMConfig:
@@ -31,10 +43,36 @@ def backbone_config(config: XLSTMConfig) -> XLSTMConfig:
     return config
 
 
+# ---- the channel-independent layout -------------------------------------------------------------------
+
+
+def to_rows(x: torch.Tensor) -> torch.Tensor:
+    """[B, L, C] -> [B*C, L]: one row per series (a channel of a batch row)."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+def from_rows(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """[B*C, L, ...] -> [B, L, C, ...], the inverse of `to_rows`."""
+    return x.unflatten(0, (-1, channels)).movedim(1, 2)
+
+
 def path_rows(batch_size: int, num_samples: int, channels: int, device: torch.device) -> torch.Tensor:
     """Backbone rows (b, c) -> rows (b, s, c) of the sample paths: the index of (b, c) for each (b, s, c)."""
     rows = torch.arange(batch_size * channels, device=device).view(batch_size, 1, channels)
     return rows.expand(-1, num_samples, -1).flatten()
+
+
+# ---- values, scaling, patches, losses -----------------------------------------------------------------
+
+
+def cast_values(name: str, values, dtype: torch.dtype) -> torch.Tensor:
+    """`values` in the model's dtype (float64 from numpy, float16, integers: cast); TypeError naming `name`
+    for what is not a tensor of real numbers."""
+    require_tensor(name, values)
+    if values.dtype == torch.bool or values.is_complex():
+        raise TypeError(f"{name} has dtype {values.dtype}; pass real values (floats), and mark missing ones in "
+                        f"{name.replace('values', 'observed_mask')}.")
+    return values.to(dtype)
 
 
 def patchify(series: torch.Tensor, patch_length: int, stride: int) -> torch.Tensor:
@@ -48,6 +86,33 @@ def patchify(series: torch.Tensor, patch_length: int, stride: int) -> torch.Tens
 def standardize(values: torch.Tensor, observed: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """`(values - loc) / scale` where observed, 0 where missing (whatever the values hold there)."""
     return torch.where(observed, (values - loc) / scale, 0.0)
+
+
+def rollout_windows(values: torch.Tensor, observed: torch.Tensor, window: int, patch: int, passes: int):
+    """values, observed [B, L, C] -> [passes * B, window, C] each: for pass k = 0 .. passes-1, the context
+    followed by k missing patches, cut to its last `window` steps or left-padded with missing steps."""
+    batch_size, length, channels = values.shape
+    left, right = max(window - length, 0), (passes - 1) * patch
+    padded = [torch.cat([x.new_zeros(batch_size, left, channels), x, x.new_zeros(batch_size, right, channels)], 1)
+              for x in (values, observed)]
+    start = length + left - window
+    return tuple(torch.cat([x[:, start + k * patch : start + k * patch + window] for k in range(passes)])
+                 for x in padded)
+
+
+def window_statistics(values: torch.Tensor, observed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TiRex's scaler: rows [N, W] -> loc, scale [N, 1], the mean and standard deviation of each row's
+    observed values; 0 and 1 where none is observed, |loc| + 1e-5 where the deviation is 0."""
+    observed_values = values.masked_fill(~observed, float("nan"))
+    loc = torch.nanmean(observed_values, dim=-1, keepdim=True).nan_to_num(0.0)
+    scale = torch.nanmean((observed_values - loc).square(), dim=-1, keepdim=True).sqrt().nan_to_num(1.0)
+    return loc, torch.where(scale == 0, loc.abs() + 1e-5, scale)
+
+
+def join_passes(forecast: torch.Tensor, passes: int, horizon: int) -> torch.Tensor:
+    """The patches forecast after each window of `rollout_windows`, [passes*B, patch, C, Q], one after the
+    other: [B, horizon, C, Q]."""
+    return forecast.unflatten(0, (passes, -1)).transpose(0, 1).flatten(1, 2)[:, :horizon]
 
 
 def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -92,19 +157,57 @@ def check_observed_mask(prefix: str, values: torch.Tensor, mask: torch.Tensor | 
     return mask
 
 
+def series_batch(context) -> torch.Tensor:
+    """`forecast`'s context -> [B, L] float32, NaN where missing: a [B, L] or [L] tensor or array, or a list of
+    1-D series (of any lengths, left-padded with NaN)."""
+    if isinstance(context, (list, tuple)):
+        series = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in context]
+        if not series or any(s.numel() == 0 for s in series):
+            raise ValueError("context is an empty list or holds an empty series; give every series a value.")
+        length = max(s.numel() for s in series)
+        return torch.stack([F.pad(s, (length - s.numel(), 0), value=float("nan")) for s in series])
+    context = torch.as_tensor(context)
+    if context.dim() not in (1, 2) or context.numel() == 0:
+        raise ValueError(f"context has shape {list(context.shape)}; expected [batch, length] or [length] values, "
+                         "or a list of 1-D series.")
+    return cast_values("context", context, torch.float32).reshape(-1, context.shape[-1])
+
+
+# ---- modules ------------------------------------------------------------------------------------------
+
+
+class PatchMLP(nn.Module):
+    """`fc2(relu(fc1(x))) + skip(x)`: a residual MLP between a patch and the hidden size (TiRex's)."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.skip = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x))) + self.skip(x)
+
+
+def patch_map(in_features: int, hidden_features: int, out_features: int) -> nn.Module:
+    """A `PatchMLP`, or a linear map where `hidden_features` is 0."""
+    if hidden_features:
+        return PatchMLP(in_features, hidden_features, out_features)
+    return nn.Linear(in_features, out_features)
+
+
 class XLSTMPatchEmbedding(nn.Module):
-    """Each channel on its own: patches of the values and of the observed mask, mapped linearly to the
-    hidden size."""
+    """Each channel on its own: patches of the values and of the observed mask, side by side, mapped to the
+    hidden size (linearly, or by a `PatchMLP` with `config.patch_ffn_size`)."""
 
     def __init__(self, config: XLSTMConfig):
         super().__init__()
         self.patch_length, self.patch_stride = config.patch_length, config.patch_stride
-        self.projection = nn.Linear(2 * config.patch_length, config.hidden_size)
+        self.projection = patch_map(2 * config.patch_length, config.patch_ffn_size, config.hidden_size)
 
     def forward(self, values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """values, observed: [B, T, C] -> [B*C, P, hidden]."""
-        series = values.transpose(1, 2).flatten(0, 1)  # [B*C, T]
-        mask = observed.transpose(1, 2).flatten(0, 1).to(values.dtype)
+        series, mask = to_rows(values), to_rows(observed).to(values.dtype)  # [B*C, T]
         patches = [patchify(x, self.patch_length, self.patch_stride) for x in (series, mask)]
         return self.projection(torch.cat(patches, dim=-1))  # [B*C, P, 2*patch_length] -> [B*C, P, hidden]
 
@@ -112,12 +215,15 @@ class XLSTMPatchEmbedding(nn.Module):
 @dataclass
 class XLSTMForTimeSeriesPredictionOutput(ModelOutput):
     """
-    loss: the loss of `config.loss` on the observed `future_values`, when they are given.
+    loss: the loss of `config.loss` on the observed `future_values`, when they are given (`tirex`: the
+        quantile loss of every token's next patch, in the context and the horizon).
     prediction_outputs: `mse`: point forecasts [B, H, C]; `quantile`: forecasts [B, H, C, Q] at
         `config.quantiles`; both in the data's units. `nll`: the parameters of the scaled distribution, each
         [B, H, C], which with `loc` and `scale` give the forecast distribution (`model.forecast_distribution`).
-    hidden_states: the input of every block and the final output, each [B*C, P, hidden], when asked for.
-    loc, scale: [B, 1, C] statistics of the observed context with which the model scaled it.
+    hidden_states: the input of every block and the final output, each [B*C, P, hidden] (`tirex`: the
+        windows of all passes, [passes*B*C, P, hidden]), when asked for.
+    loc, scale: [B, 1, C] statistics of the observed context with which the model scaled it (`tirex`: those
+        of the window of each pass, [passes*B, 1, C]).
     """
 
     loss: torch.FloatTensor | None = None
@@ -130,27 +236,47 @@ class XLSTMForTimeSeriesPredictionOutput(ModelOutput):
 @dataclass
 class XLSTMTimeSeriesSampleOutput(ModelOutput):
     """
-    sequences: [B, S, H, C] sampled forecast paths (S = 1 for the point forecasts of the `mse` loss).
+    sequences: [B, S, H, C] sampled forecast paths (S = 1 for the point forecasts of the `mse` loss; None
+        where no samples were asked for).
+    quantiles: [B, H, C, Q] the forecast quantiles at `config.quantiles` (forecaster `tirex`; None otherwise).
     """
 
     sequences: torch.FloatTensor | None = None
+    quantiles: torch.FloatTensor | None = None
+
+
+@dataclass
+class XLSTMForecastOutput(ModelOutput):
+    """
+    quantiles: [B, H, Q] the forecast quantiles at `config.quantiles`.
+    median: [B, H] the 0.5 quantile, the point forecast.
+    samples: [B, S, H] sampled paths, when asked for.
+    """
+
+    quantiles: torch.FloatTensor | None = None
+    median: torch.FloatTensor | None = None
+    samples: torch.FloatTensor | None = None
 
 
 class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
-    """xLSTM forecaster in the manner of PatchTST (`past_values [B, L, C]` -> forecasts of the next
-    `config.prediction_length` steps), with the recurrent xLSTM block stack in place of the Transformer.
+    """xLSTM forecaster (`past_values [B, L, C]` -> forecasts of the next `config.prediction_length`
+    steps), each channel forecast on its own by the same weights; see the module docstring for the two
+    designs of `config.forecaster`.
 
-    Each channel is scaled by the statistics of its observed context (`config.scaling`) and forecast on
-    its own by the same weights. Its context is cut into patches of `patch_length` values every
-    `patch_stride` steps, aligned to the end of the context (any context of at least one patch works,
-    not only `context_length`); each patch and its observed mask are embedded linearly, and the head reads
-    the block stack's output after the last patch. `config.loss` picks the head and the loss, computed
-    in the data's units on the observed future values: `"mse"` (point forecast, squared error), `"nll"`
+    `"direct"` (in the manner of PatchTST): each channel is scaled by the statistics of its observed
+    context (`config.scaling`) and cut into patches of `patch_length` values every `patch_stride` steps,
+    aligned to the end of the context (any context of at least one patch works, not only
+    `context_length`); each patch and its observed mask are embedded linearly, and the head reads the block
+    stack's output after the last patch. `config.loss` picks the head and the loss, computed in the data's
+    units on the observed future values: `"mse"` (point forecast, squared error), `"nll"`
     (`config.distribution_output`, negative log-likelihood) or `"quantile"` (`config.quantiles`, pinball
-    loss). The backbone has no token embedding: `config.vocab_size` is ignored.
+    loss).
 
-    Trainer finds no labels in `forward`'s arguments; name them for evaluation:
-    `TrainingArguments(..., label_names=["future_values"])`.
+    `"tirex"`: forecasts quantiles as TiRex does (any context length, any horizon; `forecast` takes
+    univariate series as TiRex's API does); `from_pretrained` also reads TiRex checkpoints.
+
+    The backbone has no token embedding: `config.vocab_size` is ignored. Trainer finds no labels in
+    `forward`'s arguments; name them for evaluation: `TrainingArguments(..., label_names=["future_values"])`.
     """
 
     main_input_name = "past_values"
@@ -158,11 +284,13 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
 
     def __init__(self, config: XLSTMConfig):
         super().__init__(config)
-        self.scaler = PatchTSTScaler(config)
+        self.scaler = PatchTSTScaler(config) if config.forecaster == "direct" else None
         self.patch_embedding = XLSTMPatchEmbedding(config)
         self.backbone = XLSTMModel(backbone_config(config))
         self.distribution_output = None
-        if config.loss == "nll":
+        if config.forecaster == "tirex":  # every token: the quantiles of the next patch
+            self.head = patch_map(config.hidden_size, config.patch_ffn_size, len(config.quantiles) * config.patch_length)
+        elif config.loss == "nll":
             output_class = DISTRIBUTION_OUTPUTS[config.distribution_output]
             self.distribution_output = output_class()  # one distribution per value of [B, H, C]
             self.head = output_class(dim=config.prediction_length).get_parameter_projection(config.hidden_size)
@@ -170,6 +298,19 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
             num_outputs = len(config.quantiles) if config.loss == "quantile" else 1
             self.head = nn.Linear(config.hidden_size, config.prediction_length * num_outputs)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """transformers' loading of our checkpoints; also reads a TiRex checkpoint (the `model.ckpt` of
+        NX-AI/TiRex: the file, a folder holding it, or a Hub repo id), converted on load (tirex.py) into a
+        `forecaster="tirex"` model; `scripts/convert_tirex.py` converts one once and for all. With a TiRex
+        checkpoint, keywords are `dtype`, Hub arguments and config fields that override TiRex's (e.g.
+        `slstm_bf16_rounding=False` for the float32 recurrence, `prediction_length=64`)."""
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        checkpoint = None if args else find_tirex_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
+        if checkpoint is None:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return load_tirex(cls, checkpoint, **kwargs)
 
     @can_return_tuple
     def forward(
@@ -182,7 +323,8 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         **kwargs,
     ) -> XLSTMForTimeSeriesPredictionOutput:
         r"""
-        past_values: [B, L, C] context with L >= patch_length and C = num_input_channels.
+        past_values: [B, L, C] context with L >= patch_length (any L >= 1 for `tirex`) and
+            C = num_input_channels; float64 (numpy's), float16 or integer values are cast to the model's dtype.
         past_observed_mask: [B, L, C], 1 where observed, 0 where missing (those values, NaN or not, are
             ignored). Defaults to all observed.
         future_values: [B, prediction_length, C] targets of the loss.
@@ -190,10 +332,12 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
             not count in the loss. Defaults to all observed.
         return_dict: return a tuple when False.
         """
-        observed = self._check_past(past_values, past_observed_mask)
-        scaled, loc, scale = self._scale(past_values, observed)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if self.config.forecaster == "tirex":
+            return self._forward_tirex(past_values, past_observed_mask, future_values, future_observed_mask,
+                                       output_hidden_states)
+        scaled, observed, loc, scale = self._encode_context(past_values, past_observed_mask)
         outputs = self.backbone(
             inputs_embeds=self.patch_embedding(scaled, observed),
             use_cache=False,
@@ -202,7 +346,7 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         prediction_outputs = self._predict(outputs.last_hidden_state[:, -1], loc, scale)
         loss = None
         if future_values is not None:
-            future_observed = self._check_future(future_values, future_observed_mask, past_values.shape[0])
+            future_values, future_observed = self._check_future(future_values, future_observed_mask, loc.shape[0])
             loss = self._loss(prediction_outputs, loc, scale, future_values, future_observed)
         return XLSTMForTimeSeriesPredictionOutput(
             loss=loss, prediction_outputs=prediction_outputs, hidden_states=outputs.hidden_states, loc=loc, scale=scale
@@ -214,23 +358,32 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         past_values: torch.Tensor,
         past_observed_mask: torch.Tensor | None = None,
         prediction_length: int | None = None,
+        num_samples: int | None = None,
     ) -> XLSTMTimeSeriesSampleOutput:
         r"""
         Sample forecast paths [B, S, H', C] of H' = `prediction_length` (default `config.prediction_length`)
-        steps: S = `config.num_parallel_samples` draws of the distribution (`nll`) or of the quantiles
-        (`quantile`, see `sample_from_quantiles`), or S = 1, the point forecast (`mse`, as in PatchTST).
+        steps: S = `num_samples` (default `config.num_parallel_samples`) draws of the distribution (`nll`)
+        or of the quantiles (`quantile`, see `sample_from_quantiles`), or S = 1, the point forecast (`mse`,
+        as in PatchTST).
 
-        Beyond `config.prediction_length`, each path rolls forward from the recurrent state after the
-        context: its forecast values are scaled with the context's `loc`/`scale`, cut into the patches
-        that continue the context's patch grid, fed to the backbone, and the next block is forecast from
-        the end of the last patch (values past it are kept and become part of the next patches).
+        `"tirex"` forecasters also return the quantiles [B, H', C, Q] (TiRex's forecast, for any H');
+        `num_samples=0` skips the sampling. `"direct"` forecasters roll beyond `config.prediction_length`:
+        each path rolls forward from the recurrent state after the context: its forecast values are scaled
+        with the context's `loc`/`scale`, cut into the patches that continue the context's patch grid, fed
+        to the backbone, and the next block is forecast from the end of the last patch (values past it are
+        kept and become part of the next patches).
         """
         horizon = self.config.prediction_length if prediction_length is None else prediction_length
         self._check_horizon(horizon)
-        observed = self._check_past(past_values, past_observed_mask)
-        scaled, loc, scale = self._scale(past_values, observed)
+        num_samples = self._check_num_samples(num_samples)
+        if self.config.forecaster == "tirex":
+            quantiles = self._tirex_quantiles(past_values, past_observed_mask, horizon, TIREX_MAX_ROWS)
+            levels = quantiles.new_tensor(self.config.quantiles)
+            samples = sample_from_quantiles(quantiles, levels, num_samples) if num_samples else None
+            return XLSTMTimeSeriesSampleOutput(sequences=samples, quantiles=quantiles)
+        scaled, observed, loc, scale = self._encode_context(past_values, past_observed_mask)
         outputs = self.backbone(inputs_embeds=self.patch_embedding(scaled, observed), use_cache=True)
-        num_samples = 1 if self.config.loss == "mse" else self.config.num_parallel_samples
+        num_samples = 1 if self.config.loss == "mse" else num_samples
         forecast = self._sample(self._predict(outputs.last_hidden_state[:, -1], loc, scale), loc, scale, num_samples)
         if horizon > self.config.prediction_length:
             last_patch = slice(-self.config.patch_length, None)
@@ -238,6 +391,23 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
                 forecast, horizon, outputs.cache, scaled[:, last_patch], observed[:, last_patch], loc, scale
             )
         return XLSTMTimeSeriesSampleOutput(sequences=forecast[:, :, :horizon])
+
+    @torch.no_grad()
+    def forecast(self, context, prediction_length: int | None = None, num_samples: int = 0) -> XLSTMForecastOutput:
+        """Zero-shot forecasts of univariate series as TiRex's API gives them (forecaster `"tirex"`, one
+        channel): `context` a [B, L] (or [L]) tensor or array, or a list of 1-D series of any lengths (left-padded
+        with NaN); NaN marks missing values. -> quantiles [B, H, Q], the median [B, H] (the point forecast)
+        and, with `num_samples`, sampled paths [B, S, H]."""
+        if self.config.forecaster != "tirex" or self.config.num_input_channels != 1:
+            raise ValueError("forecast takes univariate series for forecaster='tirex' with num_input_channels=1; "
+                             "call generate(past_values [B, L, C], ...) otherwise.")
+        values = series_batch(context).to(self.device)
+        observed = ~values.isnan()
+        output = self.generate(values[..., None], observed[..., None], prediction_length, num_samples)
+        quantiles = output.quantiles[:, :, 0]  # [B, H, Q]
+        samples = output.sequences[..., 0] if output.sequences is not None else None
+        return XLSTMForecastOutput(quantiles=quantiles, median=quantiles[..., self.config.quantiles.index(0.5)],
+                                   samples=samples)
 
     def forecast_distribution(
         self, params: tuple[torch.Tensor, ...], loc: torch.Tensor, scale: torch.Tensor
@@ -247,25 +417,35 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         params = tuple(param.clone() for param in params)  # NegativeBinomialOutput shifts its logits in place
         return self.distribution_output.distribution(params, loc=loc, scale=scale)
 
-    # ---- the steps of forward and generate ------------------------------------------------------------
-    def _scale(self, values: torch.Tensor, observed: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """values, observed [B, L, C] -> scaled values (0 where missing) [B, L, C], loc and scale [B, 1, C]
-        from the observed values alone."""
-        _, loc, scale = self.scaler(values.masked_fill(~observed, 0.0), observed.to(values.dtype))
-        return standardize(values, observed, loc, scale), loc, scale
+    # ---- the context ----------------------------------------------------------------------------------
+    def _encode_context(
+        self, past_values: torch.Tensor, past_observed_mask: torch.Tensor | None, passes: int = 1
+    ) -> tuple[torch.Tensor, ...]:
+        """The checked context as the backbone reads it: (scaled values, 0 where missing; the observed mask;
+        loc; scale). `"direct"`: [B, L, C] and [B, 1, C], the statistics of the observed context. `"tirex"`:
+        the `passes` windows of `rollout_windows`, [passes*B, context_length, C] and [passes*B, 1, C]."""
+        values, observed = self._check_past(past_values, past_observed_mask)
+        if self.config.forecaster == "tirex":
+            values, observed = rollout_windows(values, observed, self.config.context_length,
+                                               self.config.patch_length, passes)
+            loc, scale = (from_rows(x, values.shape[-1]) for x in window_statistics(to_rows(values), to_rows(observed)))
+        else:
+            _, loc, scale = self.scaler(values.masked_fill(~observed, 0.0), observed.to(values.dtype))
+        return standardize(values, observed, loc, scale), observed, loc, scale
 
+    # ---- the steps of the direct forecaster -------------------------------------------------------------
     def _predict(
         self, hidden: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The head on the last hidden state [B*C, hidden] -> `prediction_outputs` (see the output class)."""
-        batch_size, channels = loc.shape[0], loc.shape[-1]
+        channels = loc.shape[-1]
         outputs = self.head(hidden)
         if self.config.loss == "nll":
-            return tuple(param.reshape(batch_size, channels, -1).transpose(1, 2) for param in outputs)
+            return tuple(from_rows(param, channels) for param in outputs)
         if self.config.loss == "quantile":
-            quantiles = outputs.reshape(batch_size, channels, self.config.prediction_length, -1).transpose(1, 2)
+            quantiles = from_rows(outputs.unflatten(-1, (self.config.prediction_length, -1)), channels)
             return quantiles * scale[..., None] + loc[..., None]  # [B, H, C, Q]
-        return outputs.reshape(batch_size, channels, -1).transpose(1, 2) * scale + loc  # [B, H, C]
+        return from_rows(outputs, channels) * scale + loc  # [B, H, C]
 
     def _loss(self, prediction_outputs, loc, scale, future_values, future_observed) -> torch.Tensor:
         """Mean loss over the observed future values (and the quantile levels)."""
@@ -324,48 +504,127 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
             length += new_values.shape[1]
         return torch.cat(blocks, dim=1).unflatten(0, (batch_size, num_samples))
 
+    # ---- the steps of the TiRex forecaster --------------------------------------------------------------
+    def _forward_tirex(self, past_values, past_observed_mask, future_values, future_observed_mask,
+                       output_hidden_states: bool) -> XLSTMForTimeSeriesPredictionOutput:
+        """forward for `"tirex"`: the forecast of `prediction_length` steps, and with `future_values` the
+        quantile loss of every token's next patch: those of the context (read in the first window) and
+        those of the horizon, in the data's units."""
+        horizon, patch = self.config.prediction_length, self.config.patch_length
+        passes = math.ceil(horizon / patch)
+        scaled, observed, loc, scale = self._encode_context(past_values, past_observed_mask, passes)
+        outputs = self.backbone(inputs_embeds=self.patch_embedding(scaled, observed), use_cache=False,
+                                output_hidden_states=output_hidden_states)
+        hidden = outputs.last_hidden_state  # [passes*B*C, P, hidden]
+        forecast = join_passes(self._unscale(self._patch_quantiles(hidden[:, -1:]), loc, scale), passes, horizon)
+        loss = None
+        if future_values is not None:
+            batch_size, channels = loc.shape[0] // passes, loc.shape[-1]
+            future_values, future_observed = self._check_future(future_values, future_observed_mask, batch_size)
+            levels = forecast.new_tensor(self.config.quantiles)
+            # the first window's tokens but the last forecast its next patches, compared in scaled units
+            # and brought into the data's units by the scale (the pinball loss is shift-invariant and
+            # positively homogeneous)
+            context_forecast = from_rows(self._patch_quantiles(hidden[: batch_size * channels, :-1]), channels)
+            context_losses = pinball_loss(context_forecast, scaled[:batch_size, patch:], levels)
+            context_losses = context_losses * scale[:batch_size, :, :, None]  # [B, W - patch, C, Q]
+            horizon_losses = pinball_loss(forecast, future_values.masked_fill(~future_observed, 0.0), levels)
+            losses = torch.cat([context_losses, horizon_losses], dim=1)
+            weights = torch.cat([observed[:batch_size, patch:], future_observed], dim=1).to(losses.dtype)
+            loss = weighted_average(losses, weights=weights[..., None].expand_as(losses))
+        return XLSTMForTimeSeriesPredictionOutput(
+            loss=loss, prediction_outputs=forecast, hidden_states=outputs.hidden_states, loc=loc, scale=scale
+        )
+
+    def _tirex_quantiles(self, past_values, past_observed_mask, horizon: int, max_rows: int) -> torch.Tensor:
+        """TiRex's forecast of `horizon` steps: quantiles [B, H, C, Q]. The windows go through the backbone
+        `max_rows` series at a time."""
+        passes = math.ceil(horizon / self.config.patch_length)
+        scaled, observed, loc, scale = self._encode_context(past_values, past_observed_mask, passes)
+        step = max(1, max_rows // scaled.shape[-1])
+        forecast = torch.cat([
+            self._forecast_windows(*(x[start : start + step] for x in (scaled, observed, loc, scale)))
+            for start in range(0, scaled.shape[0], step)
+        ])
+        return join_passes(forecast, passes, horizon)
+
+    def _forecast_windows(self, scaled, observed, loc, scale) -> torch.Tensor:
+        """Windows [N, W, C] (scaled, observed) with their statistics [N, 1, C] -> the quantiles of the patch
+        after each, [N, patch, C, Q]."""
+        hidden = self.backbone(inputs_embeds=self.patch_embedding(scaled, observed), use_cache=False)
+        return self._unscale(self._patch_quantiles(hidden.last_hidden_state[:, -1:]), loc, scale)
+
+    def _patch_quantiles(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The head on tokens [N*C, T, hidden] -> the scaled quantiles of the patch after each token, side by
+        side: [N*C, T*patch, Q]."""
+        quantiles = self.head(hidden).unflatten(-1, (len(self.config.quantiles), -1))  # [N*C, T, Q, patch]
+        return quantiles.transpose(-1, -2).flatten(1, 2)
+
+    @staticmethod
+    def _unscale(quantiles: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Scaled quantiles [N*C, S, Q] of windows with statistics [N, 1, C] -> the data's units, [N, S, C, Q]."""
+        return from_rows(quantiles * to_rows(scale)[..., None] + to_rows(loc)[..., None], loc.shape[-1])
+
     # ---- argument checks ------------------------------------------------------------------------------
-    def _check_past(self, past_values: torch.Tensor, past_observed_mask: torch.Tensor | None) -> torch.Tensor:
-        """-> the observed mask [B, L, C] as bool."""
+    def _check_past(
+        self, past_values: torch.Tensor, past_observed_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> the values [B, L, C] in the model's dtype and the observed mask [B, L, C] as bool."""
         channels, patch_length = self.config.num_input_channels, self.config.patch_length
-        require_tensor("past_values", past_values)
+        past_values = cast_values("past_values", past_values, self.dtype)
         if past_values.dim() != 3 or past_values.shape[2] != channels or past_values.shape[0] == 0:
             raise ValueError(
                 f"past_values has shape {list(past_values.shape)}; expected [batch, length, num_input_channels] "
                 f"with num_input_channels = {channels} and at least one row."
             )
-        if past_values.shape[1] < patch_length:
+        minimum = 1 if self.config.forecaster == "tirex" else patch_length
+        if past_values.shape[1] < minimum:
             raise ValueError(
-                f"past_values has {past_values.shape[1]} time steps, fewer than patch_length = {patch_length}; "
-                "give a context of at least one patch."
+                f"past_values has {past_values.shape[1]} time steps, fewer than "
+                + (f"patch_length = {patch_length}; give a context of at least one patch." if minimum > 1
+                   else "1; give a context of at least one step.")
             )
-        return check_observed_mask("past", past_values, past_observed_mask)
+        return past_values, check_observed_mask("past", past_values, past_observed_mask)
 
     def _check_future(
         self, future_values: torch.Tensor, future_observed_mask: torch.Tensor | None, batch_size: int
-    ) -> torch.Tensor:
-        """-> the observed mask [B, H, C] as bool."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> the values [B, H, C] in the model's dtype and the observed mask [B, H, C] as bool."""
         expected = [batch_size, self.config.prediction_length, self.config.num_input_channels]
-        require_tensor("future_values", future_values)
+        future_values = cast_values("future_values", future_values, self.dtype)
         if list(future_values.shape) != expected:
             raise ValueError(
                 f"future_values has shape {list(future_values.shape)}; expected "
                 f"[batch, prediction_length, num_input_channels] = {expected}."
             )
-        return check_observed_mask("future", future_values, future_observed_mask)
+        return future_values, check_observed_mask("future", future_values, future_observed_mask)
 
     def _check_horizon(self, horizon: int) -> None:
         check_positive_int("prediction_length", horizon, " (the number of steps to forecast)")
-        if horizon > self.config.prediction_length and self.config.prediction_length < self.config.patch_stride:
+        too_short = self.config.prediction_length < self.config.patch_stride
+        if self.config.forecaster == "direct" and horizon > self.config.prediction_length and too_short:
             raise ValueError(
                 f"prediction_length={horizon} exceeds config.prediction_length={self.config.prediction_length}, "
                 f"and forecasts of fewer than patch_stride={self.config.patch_stride} steps fill no new patch "
                 "to roll forward with; ask for at most config.prediction_length steps."
             )
 
+    def _check_num_samples(self, num_samples: int | None) -> int:
+        if num_samples is None:
+            return self.config.num_parallel_samples
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+            raise ValueError(f"num_samples={num_samples!r}; give a number of sample paths >= 1 (0: none, for "
+                             "forecaster='tirex'), or None for config.num_parallel_samples.")
+        if num_samples == 0 and self.config.forecaster != "tirex":
+            raise ValueError("num_samples=0 asks for no forecast; sample at least one path.")
+        return num_samples
+
+
+route_auto_class(AutoModelForTimeSeriesPrediction, XLSTMForTimeSeriesPrediction)
 
 __all__ = [
     "XLSTMForTimeSeriesPrediction",
     "XLSTMForTimeSeriesPredictionOutput",
     "XLSTMTimeSeriesSampleOutput",
+    "XLSTMForecastOutput",
 ]

@@ -237,7 +237,8 @@ def test_weights_the_model_lacks_are_reported_or_with_strict_an_error(folder):
     with pytest.raises(CheckpointError, match="does not have: backbone.blocks.1."):
         AutoModelForCausalLM.from_pretrained(folder, strict=True)
     model, info = XLSTMForCausalLM.from_pretrained(folder, output_loading_info=True)
-    assert len(model.backbone.blocks) == 1 and all(key.startswith("backbone.blocks.1.") for key in info["unexpected_keys"])
+    assert len(model.backbone.blocks) == 1
+    assert all(key.startswith("backbone.blocks.1.") for key in info["unexpected_keys"])
 
 
 # ---- config.json ----------------------------------------------------------------------------------------------------
@@ -421,7 +422,7 @@ def test_a_reader_racing_a_writer_in_another_process_gets_the_old_or_the_new_mod
     writer = subprocess.Popen([sys.executable, "-c", f"""
 import time, sys
 from xlstm_hf import XLSTMForCausalLM
-models = [XLSTMForCausalLM.from_pretrained({str(folder)!r}), XLSTMForCausalLM.from_pretrained({str(tmp_path / "new")!r})]
+models = [XLSTMForCausalLM.from_pretrained(path) for path in ({str(folder)!r}, {str(tmp_path / "new")!r})]
 print("ready", flush=True)
 end = time.time() + 6
 while time.time() < end:

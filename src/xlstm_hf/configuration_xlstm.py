@@ -1,14 +1,19 @@
 """XLSTMConfig: one configuration for both xLSTM block families (DESIGN.md 1.6)."""
 
 import copy
+import dataclasses
+import difflib
 import math
 
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import PreTrainedConfig, configuration_utils
 from transformers.activations import ACT2FN
+from transformers.utils import logging
 
 from .ops import BACKENDS
+
+logger = logging.get_logger(__name__)
 
 LAYER_TYPES = ("mlstm", "slstm")
 BLOCK_FAMILIES = ("neurips", "large")
@@ -219,11 +224,23 @@ class XLSTMConfig(PreTrainedConfig):
                 setattr(self, name, value)
         if self.slstm_norm_eps is None:
             self.slstm_norm_eps = self.norm_eps
+        self._warn_about_misspelt_keys(kwargs)
         super().__post_init__(**kwargs)
         self._check_sizes()
         self._check_layer_types()
         self._check_token_ids()
         self._check_time_series()
+
+    def _warn_about_misspelt_keys(self, extra: dict) -> None:
+        """transformers keeps keys a config does not know as attributes (so must we: other code stores its own
+        there); a key close to one of our fields is most likely a typo that leaves that field at its default."""
+        known = [f.name for f in dataclasses.fields(self)] + list(self.attribute_map)
+        for key in extra:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+            if close and key not in known:
+                logger.warning(f"XLSTMConfig got {key}={extra[key]!r}, which is not one of its fields: did you mean "
+                               f"{close[0]}? It is kept as an extra attribute, and {close[0]} stays "
+                               f"{getattr(self, close[0])!r}.")
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property

@@ -323,6 +323,17 @@ def test_forward_forecasts_prediction_length_as_generate_does(small):
     assert_close(outputs.prediction_outputs, model.generate(past, prediction_length=70).quantiles, rtol=1e-6, atol=1e-4)
 
 
+def test_leading_empty_patches_run_once_for_all_rows_with_the_same_forecasts(small):
+    """Short contexts: generate runs the left padding (empty patches) once and continues every row from its
+    state; forward runs every token of every window."""
+    model = XLSTMForTimeSeriesPrediction.from_pretrained(small[0], prediction_length=64)
+    series = [contexts(1, length, seed=length)[0] for length in (40, 100, 129)]
+    past = torch.stack([torch.cat([torch.full((129 - len(s),), float("nan")), s]) for s in series])[..., None]
+    observed = ~past.isnan()
+    expected = model(past.nan_to_num(), observed).prediction_outputs[:, :, 0]
+    assert torch.equal(model.forecast(series, 64).quantiles, expected)
+
+
 def test_inputs_of_other_dtypes_are_cast_and_bool_values_are_refused(small):
     """float64 (what torch.from_numpy gives), float16 and integer values work as float32 does."""
     model = XLSTMForTimeSeriesPrediction.from_pretrained(small[0])

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
+from torch.utils._pytree import tree_map
 from transformers import AutoModelForTimeSeriesPrediction
 from transformers.models.patchtst.modeling_patchtst import PatchTSTScaler, nll, weighted_average
 from transformers.time_series_utils import NegativeBinomialOutput, NormalOutput, StudentTOutput
@@ -550,9 +551,25 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
 
     def _forecast_windows(self, scaled, observed, loc, scale) -> torch.Tensor:
         """Windows [N, W, C] (scaled, observed) with their statistics [N, 1, C] -> the quantiles of the patch
-        after each, [N, patch, C, Q]."""
-        hidden = self.backbone(inputs_embeds=self.patch_embedding(scaled, observed), use_cache=False)
-        return self._unscale(self._patch_quantiles(hidden.last_hidden_state[:, -1:]), loc, scale)
+        after each, [N, patch, C, Q]. Empty patches (no observed value: the left padding of short contexts)
+        at the start of every window are run once for all (`_run_after_empty_tokens`)."""
+        embeds = self.patch_embedding(scaled, observed)  # [N*C, T, hidden]
+        empty = ~to_rows(observed).unflatten(-1, (-1, self.config.patch_length)).any(-1)  # [N*C, T]
+        skip = int(empty.cumprod(-1).sum(-1).min().clamp(max=embeds.shape[1] - 1))  # the last token always runs
+        if skip:
+            hidden = self._run_after_empty_tokens(embeds, skip)
+        else:
+            hidden = self.backbone(inputs_embeds=embeds, use_cache=False).last_hidden_state
+        return self._unscale(self._patch_quantiles(hidden[:, -1:]), loc, scale)
+
+    def _run_after_empty_tokens(self, embeds: torch.Tensor, skip: int) -> torch.Tensor:
+        """The backbone's outputs [N, T - skip, hidden] after tokens [N, T, hidden] whose first `skip` are
+        empty: those are the same token in every row, so one row runs them and every row continues from
+        its state."""
+        cache = self.backbone(inputs_embeds=embeds[:1, :1].expand(1, skip, -1), use_cache=True).cache
+        rows = embeds.shape[0]
+        cache.layer_states = tree_map(lambda x: None if x is None else x.expand(rows, *x.shape[1:]), cache.layer_states)
+        return self.backbone(inputs_embeds=embeds[:, skip:], cache=cache, use_cache=False).last_hidden_state
 
     def _patch_quantiles(self, hidden: torch.Tensor) -> torch.Tensor:
         """The head on tokens [N*C, T, hidden] -> the scaled quantiles of the patch after each token, side by

@@ -60,20 +60,65 @@ inline Real round_to_bfloat16(Real x) {
 
 constexpr double kForgetClamp = 15.0;  // FORGET_CLAMP of the reference
 
-// raw = (bf16(gates_x) + bf16(h @ kernel)) + bias with the forget pre-activation clamped: the order of TiRex's sums
-template <typename Real>
-void rounded_gate_preactivations(const Real* gates_x, int64_t gate_stride, const Real* bias, const Real* kernel,
-                                 const Real* h, int64_t D, Real* raw) {
-  std::fill_n(raw, 4 * D, Real(0));
-  add_vecmat(h, kernel, D, 4 * D, raw);
+// The gate pre-activations of one step, in two halves around the recurrent product acc += h @ kernel (which
+// forward_kernel takes for several batch rows at once): `start_preactivations` fills raw with what precedes
+// the product, `finish_preactivations` adds what follows it. Unrounded: raw = (gates_x + bias) + h @ kernel,
+// as gate_preactivations; rounded, TiRex's order: raw = (bf16(gates_x) + bf16(h @ kernel)) + bias, with the
+// forget pre-activation clamped.
+template <typename Real, bool kRounded>
+void start_preactivations(const Real* gates_x, int64_t gate_stride, const Real* bias, int64_t D, Real* raw) {
   for (int64_t g = 0; g < 4; ++g) {
-    for (int64_t e = 0; e < D; ++e) {
-      Real& value = raw[g * D + e];
-      value = (round_to_bfloat16(gates_x[g * gate_stride + e]) + round_to_bfloat16(value)) + bias[g * D + e];
+    for (int64_t e = 0; e < D; ++e) raw[g * D + e] = kRounded ? Real(0) : gates_x[g * gate_stride + e] + bias[g * D + e];
+  }
+}
+
+template <typename Real, bool kRounded>
+void finish_preactivations(const Real* gates_x, int64_t gate_stride, const Real* bias, int64_t D, Real* raw) {
+  if constexpr (kRounded) {
+    for (int64_t g = 0; g < 4; ++g) {
+      for (int64_t e = 0; e < D; ++e) {
+        Real& value = raw[g * D + e];
+        value = (round_to_bfloat16(gates_x[g * gate_stride + e]) + round_to_bfloat16(value)) + bias[g * D + e];
+      }
+    }
+    Real* forget = raw + D;
+    for (int64_t e = 0; e < D; ++e) forget[e] = std::min(forget[e], Real(kForgetClamp));
+  }
+}
+
+constexpr int kRowsPerBlock = 4;  // batch rows whose recurrent products share each load of the kernel
+
+// acc[r][0 .. width) += h[r] M for kRows rows h[r] [D] and M [D, width] (row-major): like add_vecmat (the
+// same sums in the same order), with every vector of M loaded once for all rows
+template <typename Real, int kRows>
+void add_vecmat_rows(const Real* const* h, const Real* M, int64_t D, int64_t width, Real* const* acc) {
+  using V = Vec<Real>;
+  constexpr int kVectors = 2;
+  constexpr int64_t kPanel = kVectors * V::size();
+  int64_t j = 0;
+  for (; j + kPanel <= width; j += kPanel) {
+    V sums[kRows][kVectors];
+    for (int r = 0; r < kRows; ++r) {
+      for (int k = 0; k < kVectors; ++k) sums[r][k] = V::loadu(acc[r] + j + k * V::size());
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      const Real* row = M + d * width + j;
+      V columns[kVectors];
+      for (int k = 0; k < kVectors; ++k) columns[k] = V::loadu(row + k * V::size());
+      for (int r = 0; r < kRows; ++r) {
+        const V h_d(h[r][d]);
+        for (int k = 0; k < kVectors; ++k) sums[r][k] = at::vec::fmadd(h_d, columns[k], sums[r][k]);
+      }
+    }
+    for (int r = 0; r < kRows; ++r) {
+      for (int k = 0; k < kVectors; ++k) sums[r][k].store(acc[r] + j + k * V::size());
     }
   }
-  Real* forget = raw + D;
-  for (int64_t e = 0; e < D; ++e) forget[e] = std::min(forget[e], Real(kForgetClamp));
+  for (; j < width; ++j) {
+    for (int r = 0; r < kRows; ++r) {
+      for (int64_t d = 0; d < D; ++d) acc[r][j] = std::fma(h[r][d], M[d * width + j], acc[r][j]);
+    }
+  }
 }
 
 template <typename Real>
@@ -97,35 +142,53 @@ Rows<Real> state_rows(Real* states, int64_t state_stride, int64_t offset) {
           states + 3 * state_stride + offset};
 }
 
+// Every (block of up to kRowsPerBlock batch rows, head) runs its time loop on its own; the rows of a block
+// share the loads of the head's recurrent kernel.
 template <typename Real, bool kRounded>
 void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* bias, const bool* mask,
                     at::Tensor& h_out, Real* states, Real* raw, const SLSTMDims& dims) {
   const auto [B, H, T, D] = dims;
   const int64_t G = 4 * D, rows_per_pair = (T + 1) * D, state_stride = B * H * rows_per_pair;
+  const int64_t blocks = (B + kRowsPerBlock - 1) / kRowsPerBlock;
   const Strides in = strides_of(gates_x), out = strides_of(h_out);
   const Real* gx = gates_x.data_ptr<Real>();
   Real* h_ptr = h_out.data_ptr<Real>();
-  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t b = pair / H, head = pair % H;
+  at::parallel_for(0, H * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t head = unit / blocks, first = unit % blocks * kRowsPerBlock;
+      const int64_t rows = std::min<int64_t>(kRowsPerBlock, B - first);
+      const Real* head_kernel = kernel + head * D * G;
       for (int64_t t = 0; t < T; ++t) {
-        const Rows<Real> prev = state_rows(states, state_stride, pair * rows_per_pair + t * D);
-        const Rows<Real> next = state_rows(states, state_stride, pair * rows_per_pair + (t + 1) * D);
-        Real* raw_t = raw + (pair * T + t) * G;
-        const Real* gx_t = gx + b * in.b + head * in.h + t * in.t;
-        if constexpr (kRounded) {
-          rounded_gate_preactivations(gx_t, in.g, bias + head * G, kernel + head * D * G, prev.h, D, raw_t);
-        } else {
-          gate_preactivations(gx_t, in.g, bias + head * G, kernel + head * D * G, prev.h, D, raw_t);
+        Rows<Real> prev[kRowsPerBlock], next[kRowsPerBlock];
+        const Real* gx_t[kRowsPerBlock];
+        const Real* h_prev[kRowsPerBlock];
+        Real* raw_t[kRowsPerBlock];
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t b = first + r, pair = b * H + head;
+          prev[r] = state_rows(states, state_stride, pair * rows_per_pair + t * D);
+          next[r] = state_rows(states, state_stride, pair * rows_per_pair + (t + 1) * D);
+          gx_t[r] = gx + b * in.b + head * in.h + t * in.t;
+          h_prev[r] = prev[r].h;
+          raw_t[r] = raw + (pair * T + t) * G;
+          start_preactivations<Real, kRounded>(gx_t[r], in.g, bias + head * G, D, raw_t[r]);
         }
-        Real* h_t = h_ptr + b * out.b + head * out.h + t * out.t;
-        if (mask == nullptr || mask[b * T + t]) {
-          forward_step(raw_t, prev, next, D);
-          if constexpr (kRounded) round_rows(next, D);
-          std::copy(next.h, next.h + D, h_t);
-        } else {  // a padded step passes the state through and outputs 0
-          copy_rows(prev, next, D);
-          std::fill(h_t, h_t + D, Real(0));
+        if (rows == kRowsPerBlock) {
+          add_vecmat_rows<Real, kRowsPerBlock>(h_prev, head_kernel, D, G, raw_t);
+        } else {
+          for (int64_t r = 0; r < rows; ++r) add_vecmat(h_prev[r], head_kernel, D, G, raw_t[r]);
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t b = first + r;
+          finish_preactivations<Real, kRounded>(gx_t[r], in.g, bias + head * G, D, raw_t[r]);
+          Real* h_t = h_ptr + b * out.b + head * out.h + t * out.t;
+          if (mask == nullptr || mask[b * T + t]) {
+            forward_step(raw_t[r], prev[r], next[r], D);
+            if constexpr (kRounded) round_rows(next[r], D);
+            std::copy(next[r].h, next[r].h + D, h_t);
+          } else {  // a padded step passes the state through and outputs 0
+            copy_rows(prev[r], next[r], D);
+            std::fill(h_t, h_t + D, Real(0));
+          }
         }
       }
     }

@@ -432,3 +432,42 @@ def test_lora_fine_tunes_the_patch_maps_and_feed_forwards(small, tmp_path):
     assert trainable and all("lora_" in name for name in trainable)
     before, after = fine_tune(model.train(), tmp_path)
     assert after < 0.8 * before
+
+
+# ---- the examples and the benchmark in their quick modes (in this process) -----------------------------------
+
+
+@pytest.fixture
+def examples(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+
+
+def test_finetune_example_quick_run(examples, tmp_path, capsys):
+    finetune_tirex = pytest.importorskip("finetune_tirex", reason="the examples extra (pmdarima, datasets, matplotlib)")
+    metrics = finetune_tirex.main(["--quick", "--output-dir", str(tmp_path)])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("RESULT training loss")
+    assert metrics["validation_loss"]["after"] < metrics["validation_loss"]["before"]
+    assert {"before_fine_tuning", "after_fine_tuning", "seasonal_naive"} <= metrics["test"].keys()
+    assert (tmp_path / "finetune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "config.json").is_file()
+
+
+def test_zero_shot_example_runs_a_tirex_it_finds_and_says_how_to_get_one_otherwise(examples, small, tmp_path, capsys):
+    forecast_zero_shot = pytest.importorskip("forecast_zero_shot", reason="the examples extra")
+    assert forecast_zero_shot.main(["--quick", "--checkpoint", "no-such-org/TiRex", "--output-dir",
+                                    str(tmp_path / "none")]) is None
+    assert "huggingface-cli download NX-AI/TiRex model.ckpt" in capsys.readouterr().out
+    assert not (tmp_path / "none").exists()
+    metrics = forecast_zero_shot.main(["--quick", "--checkpoint", str(small[0]), "--output-dir", str(tmp_path)])
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("RESULT zero-shot day-ahead MASE")
+    assert {"day_ahead", "week_ahead"} <= metrics.keys()
+    assert (tmp_path / "zero_shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_quick_run(examples, capsys):
+    bench_tirex = pytest.importorskip("bench_tirex")
+    rows = bench_tirex.main(["--quick", "--threads", "1"])
+    assert [row["batch"] for row in rows] == [1, 4]
+    assert all(row["tirex-ts_max_relative_difference"] < 1e-5 for row in rows)
+    assert "CPU:" in capsys.readouterr().out

@@ -28,6 +28,7 @@ from .modeling_xlstm import (
     XLSTMPreTrainedModel,
 )
 from .modeling_xlstm_time_series import (
+    XLSTMForecastOutput,
     XLSTMForTimeSeriesPrediction,
     XLSTMForTimeSeriesPredictionOutput,
     XLSTMTimeSeriesSampleOutput,
@@ -49,6 +50,7 @@ __all__ = [
     "XLSTMCache",
     "XLSTMCausalLMOutput",
     "XLSTMConfig",
+    "XLSTMForecastOutput",
     "XLSTMForCausalLM",
     "XLSTMForSeq2SeqLM",
     "XLSTMForSequenceClassification",

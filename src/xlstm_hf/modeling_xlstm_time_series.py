@@ -514,9 +514,12 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         horizon, patch = self.config.prediction_length, self.config.patch_length
         passes = math.ceil(horizon / patch)
         scaled, observed, loc, scale = self._encode_context(past_values, past_observed_mask, passes)
-        outputs = self.backbone(inputs_embeds=self.patch_embedding(scaled, observed), use_cache=False,
-                                output_hidden_states=output_hidden_states)
-        hidden = outputs.last_hidden_state  # [passes*B*C, P, hidden]
+        if output_hidden_states:
+            outputs = self.backbone(inputs_embeds=self.patch_embedding(scaled, observed), use_cache=False,
+                                    output_hidden_states=True)
+            hidden, hidden_states = outputs.last_hidden_state, outputs.hidden_states
+        else:
+            hidden, hidden_states = self._backbone_outputs(scaled, observed), None
         forecast = join_passes(self._unscale(self._patch_quantiles(hidden[:, -1:]), loc, scale), passes, horizon)
         loss = None
         if future_values is not None:
@@ -534,7 +537,7 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
             weights = torch.cat([observed[:batch_size, patch:], future_observed], dim=1).to(losses.dtype)
             loss = weighted_average(losses, weights=weights[..., None].expand_as(losses))
         return XLSTMForTimeSeriesPredictionOutput(
-            loss=loss, prediction_outputs=forecast, hidden_states=outputs.hidden_states, loc=loc, scale=scale
+            loss=loss, prediction_outputs=forecast, hidden_states=hidden_states, loc=loc, scale=scale
         )
 
     def _tirex_quantiles(self, past_values, past_observed_mask, horizon: int, max_rows: int) -> torch.Tensor:
@@ -551,25 +554,26 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
 
     def _forecast_windows(self, scaled, observed, loc, scale) -> torch.Tensor:
         """Windows [N, W, C] (scaled, observed) with their statistics [N, 1, C] -> the quantiles of the patch
-        after each, [N, patch, C, Q]. Empty patches (no observed value: the left padding of short contexts)
-        at the start of every window are run once for all (`_run_after_empty_tokens`)."""
+        after each, [N, patch, C, Q]."""
+        hidden = self._backbone_outputs(scaled, observed)[:, -1:]
+        return self._unscale(self._patch_quantiles(hidden), loc, scale)
+
+    def _backbone_outputs(self, scaled: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """The backbone's outputs [N*C, T, hidden] for windows [N, W, C] (scaled, observed). The empty patches
+        (no observed value: the left padding of short contexts) that start every window are the same token
+        in every row: one row runs them, and every row continues from its state (not while training with
+        dropout, whose masks differ between rows)."""
         embeds = self.patch_embedding(scaled, observed)  # [N*C, T, hidden]
         empty = ~to_rows(observed).unflatten(-1, (-1, self.config.patch_length)).any(-1)  # [N*C, T]
         skip = int(empty.cumprod(-1).sum(-1).min().clamp(max=embeds.shape[1] - 1))  # the last token always runs
-        if skip:
-            hidden = self._run_after_empty_tokens(embeds, skip)
-        else:
-            hidden = self.backbone(inputs_embeds=embeds, use_cache=False).last_hidden_state
-        return self._unscale(self._patch_quantiles(hidden[:, -1:]), loc, scale)
-
-    def _run_after_empty_tokens(self, embeds: torch.Tensor, skip: int) -> torch.Tensor:
-        """The backbone's outputs [N, T - skip, hidden] after tokens [N, T, hidden] whose first `skip` are
-        empty: those are the same token in every row, so one row runs them and every row continues from
-        its state."""
-        cache = self.backbone(inputs_embeds=embeds[:1, :1].expand(1, skip, -1), use_cache=True).cache
+        if not skip or (self.training and self.config.dropout):
+            return self.backbone(inputs_embeds=embeds, use_cache=False).last_hidden_state
         rows = embeds.shape[0]
+        prefix = self.backbone(inputs_embeds=embeds[:1, :1].expand(1, skip, -1), use_cache=True)
+        cache = prefix.cache
         cache.layer_states = tree_map(lambda x: None if x is None else x.expand(rows, *x.shape[1:]), cache.layer_states)
-        return self.backbone(inputs_embeds=embeds[:, skip:], cache=cache, use_cache=False).last_hidden_state
+        rest = self.backbone(inputs_embeds=embeds[:, skip:], cache=cache, use_cache=False).last_hidden_state
+        return torch.cat([prefix.last_hidden_state.expand(rows, -1, -1), rest], dim=1)
 
     def _patch_quantiles(self, hidden: torch.Tensor) -> torch.Tensor:
         """The head on tokens [N*C, T, hidden] -> the scaled quantiles of the patch after each token, side by

@@ -6,6 +6,9 @@ values (token-id ranges, 0/1 masks, NaN) cost one reduction each and are skipped
 torch.jit traces the model.
 """
 
+import threading
+from contextlib import contextmanager
+
 import torch
 
 IGNORE_INDEX = -100  # the label that the losses of transformers ignore
@@ -21,9 +24,27 @@ NOT_USED_HERE = {
 }
 
 
+_graph_safe = threading.local()
+
+
 def skip_value_checks() -> bool:
-    """True while torch.compile or torch.jit traces: checks that read tensor values would break the graph."""
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    """True while torch.compile, torch.export or torch.jit traces, or inside `graph_safe()`: checks and shortcuts
+    that read tensor values (a host sync, and a data-dependent branch) would break the graph."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or getattr(_graph_safe, "active", False))
+
+
+@contextmanager
+def graph_safe():
+    """Run the models without reading tensor values on the host: no value checks of the inputs (token-id ranges,
+    0/1 masks, NaN) and no shortcut for masks without padding, so that a call can be captured as a CUDA graph.
+    torch.compile and torch.export need no such context; they are recognised."""
+    previous = getattr(_graph_safe, "active", False)
+    _graph_safe.active = True
+    try:
+        yield
+    finally:
+        _graph_safe.active = previous
 
 
 def shape_of(value: torch.Tensor) -> tuple[int, ...]:

@@ -47,6 +47,7 @@ from .input_checks import (
     check_unused_kwargs,
     input_rows_and_steps,
     require_tensor,
+    skip_value_checks,
 )
 from .ops import causal_conv1d, choose_backend, mlstm, slstm
 
@@ -159,8 +160,7 @@ class CausalConv1d(nn.Module):
             y = causal_conv1d(x, history, self.weight, self.bias, backend=self.backend)
             return y, self._last_real_inputs(x, history, mask)
         x = x.masked_fill(~mask[..., None], 0.0)
-        # each row's real steps moved to its front in order (the padded ones after them), convolved, moved back
-        order = torch.argsort((~mask).int(), dim=1, stable=True)[..., None].expand(-1, -1, features)  # [B, T, F]
+        order = real_steps_first(mask)[..., None].expand(-1, -1, features)  # [B, T, F]
         y = causal_conv1d(x.gather(1, order), history, self.weight, self.bias, backend=self.backend)
         return torch.empty_like(y).scatter(1, order, y), self._last_real_inputs(x, history, mask)
 
@@ -171,10 +171,18 @@ class CausalConv1d(nn.Module):
         window = torch.cat([history, x], dim=1)  # [B, K-1+T, F]
         if mask is None:
             return window[:, window.shape[1] - keep :]
-        history_mask = mask.new_ones(mask.shape[0], keep)
-        is_real = torch.cat([history_mask, mask], dim=1).int()
-        positions = torch.argsort(is_real, dim=1, stable=True)[:, is_real.shape[1] - keep :]  # real ones sort last
+        is_real = torch.cat([mask.new_ones(mask.shape[0], keep), mask], dim=1)
+        positions = real_steps_first(~is_real)[:, is_real.shape[1] - keep :]  # the real ones last, in order
         return window.gather(1, positions[..., None].expand(-1, -1, window.shape[-1]))
+
+
+def real_steps_first(mask: torch.Tensor) -> torch.Tensor:
+    """mask [B, T] bool -> [B, T] indices that move each row's True steps to its front, in order, and its False
+    steps after them, in order (a stable argsort of ~mask, from sums: ONNX has no stable sort)."""
+    real = mask.long()
+    before = torch.where(mask, real.cumsum(1), real.sum(1, keepdim=True) + (1 - real).cumsum(1)) - 1  # new places
+    steps = torch.arange(mask.shape[1], device=mask.device).expand_as(before)
+    return torch.empty_like(before).scatter(1, before, steps)
 
 
 class GatedFeedForward(nn.Module):
@@ -821,7 +829,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
         """The parameters for the compiled one-token step where this input can take it (one token of plain
         inference: the fast path of generation), else None."""
         can_take = (
-            hidden_states.shape[1] == 1
+            not torch.compiler.is_compiling()  # an opaque call that reads the module tree: eager inference only
+            and hidden_states.shape[1] == 1
             and use_cache
             and mask is None
             and not output_hidden_states
@@ -925,6 +934,8 @@ def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: i
         return None
     check_attention_mask("attention_mask", attention_mask, batch_size, length)
     mask = attention_mask[:, attention_mask.shape[1] - length :].bool()
+    if skip_value_checks():  # traced or captured: no branch on the values
+        return mask
     return None if bool(mask.all()) else mask
 
 

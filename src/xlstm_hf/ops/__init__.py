@@ -16,9 +16,10 @@ import torch
 
 from . import compiled
 from .conv import causal_conv1d as causal_conv1d_reference
+from .exportable import mlstm_chunkwise_reference, slstm_reference
 from .extension import extension_has_cuda, extension_status
 from .mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent, mlstm_step, zero_mlstm_state
-from .slstm import SLSTMState, slstm_recurrent
+from .slstm import SLSTMState, slstm_recurrent, zero_slstm_state
 
 MLSTMForm = Literal["chunkwise", "parallel", "recurrent"]
 BACKENDS = ("auto", "native", "cpp", "cuda")
@@ -63,7 +64,15 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> tu
 
 def _kernel(op: str, device: torch.device, requested: str):
     backend, _ = choose_backend(op, device, requested)
+    if torch.onnx.is_in_onnx_export():  # ONNX knows the PyTorch operations the reference is made of, not ours
+        backend = "native"
     return _REFERENCES[op] if backend == "native" else getattr(compiled, op)
+
+
+def _as_one_operator() -> bool:
+    """Whether torch.export records a recurrence as one operator, whatever the length (see ops/exportable.py);
+    not for ONNX, which records the operations of the reference, for the length of the example."""
+    return torch.compiler.is_exporting() and not torch.onnx.is_in_onnx_export()
 
 
 def mlstm(
@@ -92,8 +101,14 @@ def mlstm(
         return h[:, :, None], state
     chosen, _ = choose_backend(f"mlstm_{form}", q.device, backend)  # a request that cannot be met raises
     kwargs = {"chunk_size": chunk_size} if form == "chunkwise" else {}
-    if chosen == "cuda" and q.dtype in (torch.float32, torch.bfloat16, torch.float16):
+    if chosen == "cuda" and q.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
+        torch.onnx.is_in_onnx_export()
+    ):
         return compiled.mlstm_chunkwise(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps, **kwargs)
+    if _as_one_operator() and form == "chunkwise":
+        state = initial_state if initial_state is not None else zero_mlstm_state(q, v)
+        h, *state = mlstm_chunkwise_reference(q, k, v, i, f, mask, *state, chunk_size, eps)
+        return h, tuple(state)
     return _MLSTM_FORMS[form](q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps, **kwargs)
 
 
@@ -110,6 +125,10 @@ def slstm(
     """sLSTM over a sequence: gates_x [B, H, T, 4, D], recurrent_kernel [H, D, 4, D], bias [H, 4, D]
     -> h [B, H, T, D]. `bf16_rounding`: the rounding of TiRex's PyTorch sLSTM (see ops/slstm/recurrent.py)."""
     kernel = _kernel("slstm", gates_x.device, backend)
+    if kernel is slstm_recurrent and _as_one_operator():
+        state = initial_state if initial_state is not None else zero_slstm_state(gates_x)
+        h, *state = slstm_reference(gates_x, recurrent_kernel, bias, mask, *state, bf16_rounding)
+        return h, tuple(state)
     return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state, bf16_rounding=bf16_rounding)
 
 

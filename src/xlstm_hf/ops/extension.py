@@ -69,6 +69,7 @@ def simd_compile_flags() -> list[str]:
     return []
 
 
+@torch.compiler.assume_constant_result  # traced models take its answer as a constant: it does not change
 def extension_status() -> tuple[bool, str]:
     """(available, why): builds and loads the extension on the first call, in one thread at a time."""
     with _lock:

@@ -94,3 +94,14 @@ def test_seq2seq_decoding_continues_from_its_cache():
     continued = model.generate(source, decoder_input_ids=first.sequences, cache=first.cache, max_new_tokens=3,
                                **GREEDY)
     assert torch.equal(continued, whole)
+
+
+def test_generate_checks_the_prompt_once_not_at_every_step(model, monkeypatch):
+    """Value checks read tensors on the host: generate runs them on its inputs, its steps skip them (the token-id
+    range check is the one aminmax of a model call)."""
+    checked, aminmax = [], torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda *args, **kwargs: checked.append(1) or aminmax(*args, **kwargs))
+    model.generate(random_ids(2, 5), attention_mask=torch.ones(2, 5, dtype=torch.long), max_new_tokens=6, **GREEDY)
+    assert len(checked) == 1
+    with pytest.raises(ValueError, match="input_ids holds the token id 64"):
+        model.generate(torch.full((1, 3), VOCAB), max_new_tokens=2, **GREEDY)

@@ -24,27 +24,47 @@ NOT_USED_HERE = {
 }
 
 
-_graph_safe = threading.local()
+_calls = threading.local()  # what the current thread's model calls may skip: "checked" values, "graph_safe"
+
+
+def tracing() -> bool:
+    """True while torch.compile, torch.export or torch.jit traces the model."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def host_reads_allowed() -> bool:
+    """Whether a call may read tensor values on the host (a sync, and a branch on data): not while traced, and
+    not inside `graph_safe()`."""
+    return not (tracing() or getattr(_calls, "graph_safe", False))
 
 
 def skip_value_checks() -> bool:
-    """True while torch.compile, torch.export or torch.jit traces, or inside `graph_safe()`: checks and shortcuts
-    that read tensor values (a host sync, and a data-dependent branch) would break the graph."""
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
-            or getattr(_graph_safe, "active", False))
+    """Whether the value checks of the inputs (token-id ranges, 0/1 masks, NaN) are left out: where no host reads
+    are allowed, and inside `values_checked()`, whose caller has checked them once."""
+    return not host_reads_allowed() or getattr(_calls, "checked", False)
 
 
 @contextmanager
-def graph_safe():
-    """Run the models without reading tensor values on the host: no value checks of the inputs (token-id ranges,
-    0/1 masks, NaN) and no shortcut for masks without padding, so that a call can be captured as a CUDA graph.
-    torch.compile and torch.export need no such context; they are recognised."""
-    previous = getattr(_graph_safe, "active", False)
-    _graph_safe.active = True
+def _calls_with(setting: str):
+    previous = getattr(_calls, setting, False)
+    setattr(_calls, setting, True)
     try:
         yield
     finally:
-        _graph_safe.active = previous
+        setattr(_calls, setting, previous)
+
+
+def graph_safe():
+    """Run the models without reading tensor values on the host: no value checks of the inputs and no shortcut for
+    masks without padding, so that a call can be captured as a CUDA graph. torch.compile and torch.export need no
+    such context; they are recognised."""
+    return _calls_with("graph_safe")
+
+
+def values_checked():
+    """Model calls whose inputs the caller has checked (generate, after checking the prompt: its later steps feed
+    the tokens it chose) skip the value checks."""
+    return _calls_with("checked")
 
 
 def shape_of(value: torch.Tensor) -> tuple[int, ...]:
@@ -212,11 +232,22 @@ def check_positive_int(name: str, value, hint: str = "") -> None:
 
 
 def check_generate_arguments(args: tuple, kwargs: dict, vocab_size: int) -> None:
-    """The arguments of `generate`, before it sets anything up: the prompt token ids (`inputs` or
-    `input_ids`, unless `inputs_embeds` is given) and the lengths (also those of a `generation_config`)."""
+    """The arguments of `generate`, before it sets anything up: the prompt token ids (`inputs` or `input_ids`,
+    unless `inputs_embeds` is given, then those are finite where not padded), decoder ids, the 0/1 masks, and the
+    lengths (also those of a `generation_config`). Its model calls then skip these value checks."""
     prompt = args[0] if args else kwargs.get("inputs", kwargs.get("input_ids"))
     if prompt is not None and kwargs.get("inputs_embeds") is None:
         check_token_ids("input_ids", prompt, vocab_size)
+    if isinstance(kwargs.get("decoder_input_ids"), torch.Tensor):
+        check_token_ids("decoder_input_ids", kwargs["decoder_input_ids"], vocab_size)
+    for name in ("attention_mask", "decoder_attention_mask"):  # the model's calls skip the value checks
+        if isinstance(kwargs.get(name), torch.Tensor):
+            check_binary_mask(name, kwargs[name], "1 at real tokens and 0 at padding")
+    embeds, mask = kwargs.get("inputs_embeds"), kwargs.get("attention_mask")
+    if isinstance(embeds, torch.Tensor) and embeds.dim() == 3:
+        if isinstance(mask, torch.Tensor) and mask.shape == embeds.shape[:2]:
+            embeds = embeds.masked_fill(~mask.bool()[..., None], 0.0)
+        check_finite("inputs_embeds", embeds, "attention_mask")
     sources = [kwargs, vars(kwargs["generation_config"]) if kwargs.get("generation_config") is not None else {}]
     for source in sources:
         for name in ("max_new_tokens", "max_length"):

@@ -45,9 +45,10 @@ from .input_checks import (
     check_sequence_labels,
     check_token_ids,
     check_unused_kwargs,
+    host_reads_allowed,
     input_rows_and_steps,
     require_tensor,
-    skip_value_checks,
+    values_checked,
 )
 from .ops import causal_conv1d, choose_backend, mlstm, slstm
 
@@ -934,7 +935,7 @@ def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: i
         return None
     check_attention_mask("attention_mask", attention_mask, batch_size, length)
     mask = attention_mask[:, attention_mask.shape[1] - length :].bool()
-    if skip_value_checks():  # traced or captured: no branch on the values
+    if not host_reads_allowed():  # traced or captured: no branch on the values
         return mask
     return None if bool(mask.all()) else mask
 
@@ -979,7 +980,8 @@ class XLSTMGenerationMixin(GenerationMixin):
                 kwargs.setdefault("cache", kwargs.pop(old_name))
         if kwargs.get("cache") is not None:
             self._check_cache_to_continue(kwargs["cache"], args, kwargs)
-        output = super().generate(*args, **kwargs)
+        with values_checked():  # once here: the steps feed the tokens generate chose
+            output = super().generate(*args, **kwargs)
         num_beams = kwargs.get("num_beams") or (kwargs.get("generation_config") or self.generation_config).num_beams
         for cache in (kwargs.get("cache"), getattr(output, "cache", None)):
             if isinstance(cache, XLSTMCache) and (num_beams or 1) > 1:

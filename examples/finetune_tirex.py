@@ -81,10 +81,10 @@ def windows(series: np.ndarray, starts: range) -> Dataset:
 
 def split(series: np.ndarray, test_days: int) -> tuple[Dataset, Dataset, int]:
     """(training windows, validation windows, the first test step): validation forecasts the week before
-    the test period (a window a day), training everything before that (a window every patch)."""
+    the test period (a window a day), training everything before that (a window every two hours)."""
     test_start = len(series) - test_days * DAY
     validation_start = test_start - WEEK
-    train = windows(series, range(0, validation_start - CONTEXT - DAY + 1, PATCH))
+    train = windows(series, range(0, validation_start - CONTEXT - DAY + 1, 4))
     validation = windows(series, range(validation_start - CONTEXT, test_start - CONTEXT - DAY + 1, DAY))
     return train, validation, test_start
 

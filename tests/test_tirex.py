@@ -24,7 +24,7 @@ from xlstm_hf import XLSTMConfig, XLSTMForTimeSeriesPrediction
 from xlstm_hf.checkpoint_integrity import CheckpointError
 from xlstm_hf.ops import compiled, extension_status
 from xlstm_hf.ops.slstm import slstm_recurrent
-from xlstm_hf.tirex import read_tirex_checkpoint
+from xlstm_hf.tirex import config_from_tirex, read_tirex_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -398,16 +398,28 @@ class SeriesWindows(Dataset):
 
 
 def fine_tune(model, tmp_path, steps: int = 12, **arguments):
-    args = TrainingArguments(
-        output_dir=str(tmp_path), label_names=["future_values"], max_steps=steps, per_device_train_batch_size=16,
-        per_device_eval_batch_size=32, learning_rate=3e-3, logging_steps=steps // 3, save_strategy="no",
-        report_to="none", use_cpu=True, dataloader_num_workers=0, **arguments,
-    )
+    args = TrainingArguments(**{
+        "output_dir": str(tmp_path), "label_names": ["future_values"], "max_steps": steps,
+        "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32, "learning_rate": 3e-3,
+        "logging_steps": steps // 3, "save_strategy": "no", "report_to": "none", "use_cpu": True,
+        "dataloader_num_workers": 0, **arguments,
+    })
     trainer = Trainer(model=model, args=args, train_dataset=SeriesWindows(400, seed=0),
                       eval_dataset=SeriesWindows(64, seed=1))
     before = trainer.evaluate()["eval_loss"]
     trainer.train()
     return before, trainer.evaluate()["eval_loss"]
+
+
+def test_a_new_tirex_shaped_model_has_moderate_gradients_over_a_long_left_padding():
+    """Its patch MLPs start with PyTorch's init of nn.Linear: with zero biases the empty patches would embed
+    as 0, where every RMSNorm multiplies the gradient by 1/sqrt(eps)."""
+    torch.manual_seed(0)
+    model = XLSTMForTimeSeriesPrediction(config_from_tirex(hyper_parameters(blocks=3)))
+    past, future = contexts(4, 40, seed=11).nan_to_num(100.0)[..., None], torch.full((4, 32, 1), 100.0)
+    model(past, future_values=future).loss.backward()  # 7 empty patches of 8
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    assert 0 < norm < 1e4
 
 
 def test_trainer_fine_tunes_a_loaded_tirex(small, tmp_path):
@@ -427,11 +439,12 @@ def test_lora_fine_tunes_the_patch_maps_and_feed_forwards(small, tmp_path):
     peft = pytest.importorskip("peft")
     model = XLSTMForTimeSeriesPrediction.from_pretrained(small[0])
     target = ["fc1", "fc2", "skip", "proj_up", "proj_down"]
+    torch.manual_seed(0)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=target))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in name for name in trainable)
-    before, after = fine_tune(model.train(), tmp_path)
-    assert after < 0.8 * before
+    before, after = fine_tune(model.train(), tmp_path, learning_rate=1e-2)
+    assert after < 0.7 * before
 
 
 # ---- the examples and the benchmark in their quick modes (in this process) -----------------------------------

@@ -22,6 +22,7 @@ from torch import nn
 from torch.distributions import Distribution
 from torch.utils._pytree import tree_map
 from transformers import AutoModelForTimeSeriesPrediction
+from transformers import initialization as init
 from transformers.models.patchtst.modeling_patchtst import PatchTSTScaler, nll, weighted_average
 from transformers.time_series_utils import NegativeBinomialOutput, NormalOutput, StudentTOutput
 from transformers.utils import ModelOutput, can_return_tuple
@@ -177,14 +178,18 @@ def series_batch(context) -> torch.Tensor:
 # ---- modules ------------------------------------------------------------------------------------------
 
 
+class PatchLinear(nn.Linear):
+    """A linear map of a `PatchMLP` (initialised as PyTorch initialises nn.Linear, see `_init_weights`)."""
+
+
 class PatchMLP(nn.Module):
     """`fc2(relu(fc1(x))) + skip(x)`: a residual MLP between a patch and the hidden size (TiRex's)."""
 
     def __init__(self, in_features: int, hidden_features: int, out_features: int):
         super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.fc2 = nn.Linear(hidden_features, out_features)
-        self.skip = nn.Linear(in_features, out_features)
+        self.fc1 = PatchLinear(in_features, hidden_features)
+        self.fc2 = PatchLinear(hidden_features, out_features)
+        self.skip = PatchLinear(in_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.relu(self.fc1(x))) + self.skip(x)
@@ -312,6 +317,19 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         if checkpoint is None:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         return load_tirex(cls, checkpoint, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        """The init of every xLSTM model, but PyTorch's default init of nn.Linear (as TiRex's) for the patch
+        MLPs: with zero biases an empty patch would embed as exactly 0, where the gradient of the first
+        RMSNorm is 1/sqrt(eps), and over a left padding of many empty patches and a few blocks such
+        gradients overflow."""
+        if not isinstance(module, PatchLinear):
+            super()._init_weights(module)
+            return
+        bound = 1 / math.sqrt(module.in_features)
+        init.uniform_(module.weight, -bound, bound)
+        init.uniform_(module.bias, -bound, bound)
 
     @can_return_tuple
     def forward(

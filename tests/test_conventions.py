@@ -38,7 +38,7 @@ def test_older_names_of_the_cache_continue_from_it_with_transformers_warning(lm,
 
 
 @pytest.mark.parametrize("head", HEADS + [XLSTMForSeq2SeqLM], ids=lambda head: head.__name__)
-@pytest.mark.parametrize("keyword, advice", [("token_type_ids", "no token types"), ("position_ids", "positions"),
+@pytest.mark.parametrize("keyword, advice", [("token_type_ids", "no token types"),
                                              ("output_attentions", "no attention weights"), ("colour", None)])
 def test_every_head_refuses_keywords_it_does_not_use(head, keyword, advice):
     model = head(tiny_config(decoder_start_token_id=1, num_labels=2)).eval()
@@ -47,6 +47,15 @@ def test_every_head_refuses_keywords_it_does_not_use(head, keyword, advice):
     with pytest.raises(TypeError, match=keyword) as error:
         model(**inputs, **{keyword: torch.zeros_like(ids) if keyword != "output_attentions" else True})
     assert advice is None or advice in str(error.value)
+
+
+@pytest.mark.parametrize("head", [XLSTMForSequenceClassification, XLSTMForSeq2SeqLM], ids=lambda head: head.__name__)
+def test_heads_that_pool_or_decode_refuse_packed_rows(head):
+    model = head(tiny_config(decoder_start_token_id=1, num_labels=2)).eval()
+    ids = random_ids(1, 6)
+    inputs = {"input_ids": ids, "decoder_input_ids": ids} if head is XLSTMForSeq2SeqLM else {"input_ids": ids}
+    with pytest.raises(TypeError, match="position_ids.*pad the batch"):
+        model(**inputs, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2]]))
 
 
 def test_the_loss_keywords_of_transformers_reach_the_loss(lm):

@@ -18,7 +18,9 @@ LOSS_KWARGS = ("num_items_in_batch", "ignore_index", "shift_labels")
 # keywords other models take that an xLSTM has no use for, and what to do instead
 NOT_USED_HERE = {
     "token_type_ids": "xLSTM has no token types: leave them out (tokenizer(..., return_token_type_ids=False))",
-    "position_ids": "a recurrent model knows the positions from the order of the steps: leave them out",
+    **dict.fromkeys(("position_ids", "seq_idx", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"),
+                    "packed rows (as DataCollatorWithFlattening makes them) are for the heads that predict per step: "
+                    "the causal LM, the token classifier and XLSTMModel; pad the batch for this one"),
     "output_attentions": "a recurrent model has no attention weights: leave it out",
     "head_mask": "a recurrent model has no attention heads to mask: leave it out",
 }

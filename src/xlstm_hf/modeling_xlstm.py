@@ -51,6 +51,8 @@ from .input_checks import (
     values_checked,
 )
 from .ops import causal_conv1d, choose_backend, mlstm, slstm
+from .ops.gates import MASKED_LOG_GATE
+from .packing import PACKING_KWARGS, sequence_ends, sequence_starts
 
 logger = logging.get_logger(__name__)
 
@@ -150,31 +152,43 @@ class CausalConv1d(nn.Module):
         self.bias = nn.Parameter(torch.empty(features))
 
     def forward(
-        self, x: torch.Tensor, history: torch.Tensor | None = None, mask: torch.Tensor | None = None
+        self, x: torch.Tensor, history: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+        resets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [B, T, F]; history: [B, K-1, F]; mask: [B, T] -> (y [B, T, F], new history [B, K-1, F])."""
+        """x: [B, T, F]; history: [B, K-1, F]; mask: [B, T]; resets: [B, T], True where a packed sequence starts
+        (no tap reads across it) -> (y [B, T, F], new history [B, K-1, F])."""
         B, _, features = x.shape
         if history is None:
             history = x.new_zeros(B, self.kernel_size - 1, features)
         history = history.to(x.dtype)
         if mask is None:
-            y = causal_conv1d(x, history, self.weight, self.bias, backend=self.backend)
-            return y, self._last_real_inputs(x, history, mask)
+            y = causal_conv1d(x, history, self.weight, self.bias, backend=self.backend, resets=resets)
+            return y, self._last_real_inputs(x, history, mask, resets)
         x = x.masked_fill(~mask[..., None], 0.0)
-        order = real_steps_first(mask)[..., None].expand(-1, -1, features)  # [B, T, F]
-        y = causal_conv1d(x.gather(1, order), history, self.weight, self.bias, backend=self.backend)
-        return torch.empty_like(y).scatter(1, order, y), self._last_real_inputs(x, history, mask)
+        order = real_steps_first(mask)  # [B, T]
+        in_order = None if resets is None else resets.gather(1, order)
+        order = order[..., None].expand(-1, -1, features)  # [B, T, F]
+        y = causal_conv1d(x.gather(1, order), history, self.weight, self.bias, backend=self.backend, resets=in_order)
+        return torch.empty_like(y).scatter(1, order, y), self._last_real_inputs(x, history, mask, resets)
 
-    def _last_real_inputs(self, x: torch.Tensor, history: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _last_real_inputs(
+        self, x: torch.Tensor, history: torch.Tensor, mask: torch.Tensor | None, resets: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The last K-1 real inputs of the history and x, zeros in place of those before the last sequence's
+        start: the history the next call continues from."""
         keep = self.kernel_size - 1
-        if mask is None and x.shape[1] >= keep:
+        if mask is None and resets is None and x.shape[1] >= keep:
             return x[:, x.shape[1] - keep :]
         window = torch.cat([history, x], dim=1)  # [B, K-1+T, F]
-        if mask is None:
-            return window[:, window.shape[1] - keep :]
-        is_real = torch.cat([mask.new_ones(mask.shape[0], keep), mask], dim=1)
+        is_real = torch.cat([x.new_ones(x.shape[0], keep, dtype=torch.bool),
+                             mask if mask is not None else x.new_ones(x.shape[:2], dtype=torch.bool)], dim=1)
         positions = real_steps_first(~is_real)[:, is_real.shape[1] - keep :]  # the real ones last, in order
-        return window.gather(1, positions[..., None].expand(-1, -1, window.shape[-1]))
+        last = window.gather(1, positions[..., None].expand(-1, -1, window.shape[-1]))
+        if resets is None:
+            return last
+        sequence = torch.cat([resets.new_zeros(resets.shape[0], keep, dtype=torch.long), resets.long().cumsum(1)], 1)
+        in_last_sequence = sequence.gather(1, positions) == sequence[:, -1:]
+        return last.masked_fill(~in_last_sequence[..., None], 0.0)
 
 
 def real_steps_first(mask: torch.Tensor) -> torch.Tensor:
@@ -208,6 +222,15 @@ def make_norm(config: XLSTMConfig) -> nn.Module:
     if config.norm_type == "rmsnorm":
         return XLSTMRMSNorm(config.hidden_size, config.norm_eps, bias=bias)
     return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=bias)
+
+
+def forget_at_starts(
+    i: torch.Tensor, f: torch.Tensor, resets: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mLSTM gates i, f [B, H, T] with the memory forgotten entirely where a packed sequence starts (resets
+    [B, T]): log f = -1e30 there (docs/design.md 1.7), which every form and kernel of the mLSTM computes as a
+    fresh start."""
+    return i, f if resets is None else f.masked_fill(resets[:, None, :], MASKED_LOG_GATE)
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -246,19 +269,20 @@ class MLSTMLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None,
+        resets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LayerState]:
         """x: [B, T, hidden] -> ([B, T, hidden], new state)."""
         conv_history, cell_state = state if state is not None else (None, None)
         x_mlstm, z = self.proj_up(x).chunk(2, dim=-1)  # [B, T, inner] each
         if self.conv is not None:
-            x_conv, conv_history = self.conv(x_mlstm, conv_history, mask)
+            x_conv, conv_history = self.conv(x_mlstm, conv_history, mask, resets)
         else:
             x_conv = x_mlstm
         x_conv = F.silu(x_conv)
         q, k, v = self.q_proj(x_conv), self.k_proj(x_conv), self.v_proj(x_mlstm)
         gates = soft_cap(self.gate_proj(torch.cat([q, k, v], dim=-1)), self.gate_soft_cap)
-        i, f = gates.transpose(1, 2).chunk(2, dim=1)  # [B, H, T] each
+        i, f = forget_at_starts(*gates.transpose(1, 2).chunk(2, dim=1), resets)  # [B, H, T] each
         h, cell_state = mlstm(
             split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads),
             i, f, mask=mask, initial_state=cell_state, chunk_size=self.chunk_size, eps=self.eps,
@@ -299,13 +323,14 @@ class MLSTMLargeLayer(nn.Module):
         self.out_proj = OutputProjection(v, config.hidden_size, bias=config.use_bias)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None,
+        resets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LayerState]:
         """x: [B, T, hidden] -> ([B, T, hidden], new state)."""
         cell_state = state[1] if state is not None else None
         q, k, v, o = self.qkvo_proj(x).split(self.split_sizes, dim=-1)
         gates = soft_cap(self.gate_proj(x), self.gate_soft_cap)
-        i, f = gates.transpose(1, 2).chunk(2, dim=1)  # [B, H, T] each
+        i, f = forget_at_starts(*gates.transpose(1, 2).chunk(2, dim=1), resets)  # [B, H, T] each
         h, cell_state = mlstm(
             split_heads(q, self.num_heads), split_heads(k, self.num_heads), split_heads(v, self.num_heads),
             i, f, mask=mask, initial_state=cell_state, chunk_size=self.chunk_size, eps=self.eps,
@@ -347,18 +372,19 @@ class SLSTMLayer(nn.Module):
         self.bf16_rounding = config.slstm_bf16_rounding
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state: LayerState | None = None,
+        resets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LayerState]:
         """x: [B, T, hidden] -> ([B, T, hidden], new state)."""
         conv_history, cell_state = state if state is not None else (None, None)
         if self.conv is not None:
-            x_conv, conv_history = self.conv(x, conv_history, mask)
+            x_conv, conv_history = self.conv(x, conv_history, mask, resets)
             x_conv = F.silu(x_conv)
         else:
             x_conv = x
         h, cell_state = slstm(
             self._gate_inputs(x_conv, x), self.recurrent_kernel, self.bias, mask=mask, initial_state=cell_state,
-            backend=self.backend, bf16_rounding=self.bf16_rounding,
+            backend=self.backend, bf16_rounding=self.bf16_rounding, resets=resets,
         )
         return self.norm(self.dropout(h)), (conv_history, cell_state)
 
@@ -463,12 +489,16 @@ class XLSTMBlock(GradientCheckpointingLayer):
         state: BlockState | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_mask: torch.Tensor | None = None,
+        resets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, BlockState]:
+        """`resets` [B, T]: True where a packed sequence starts (docs/design.md 1.7)."""
         mixer_state, cross_keys_values = state if state is not None else (None, None)
         normed = self.norm(hidden_states)
-        mixed, mixer_state = self.mixer(normed, mask=mask, state=mixer_state)
+        mixed, mixer_state = self.mixer(normed, mask=mask, state=mixer_state, resets=resets)
         if self.mixer_reverse is not None:
-            mixed_reverse, _ = self.mixer_reverse(reverse_time(normed), mask=reverse_time(mask))
+            ends = None if resets is None else sequence_ends(resets, mask)  # backwards, a sequence starts there
+            mixed_reverse, _ = self.mixer_reverse(reverse_time(normed), mask=reverse_time(mask),
+                                                  resets=reverse_time(ends))
             mixed = mixed + reverse_time(mixed_reverse)
         hidden_states = hidden_states + mixed
         if self.cross_attention is not None:
@@ -762,7 +792,12 @@ class XLSTMModel(XLSTMPreTrainedModel):
         encoder_attention_mask: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         token_type_ids: None = None,
-        position_ids: None = None,
+        position_ids: torch.LongTensor | None = None,
+        seq_idx: torch.LongTensor | None = None,
+        cu_seq_lens_q: torch.LongTensor | None = None,
+        cu_seq_lens_k: torch.LongTensor | None = None,
+        max_length_q: int | None = None,
+        max_length_k: int | None = None,
     ) -> XLSTMModelOutput:
         r"""
         input_ids: [B, T] token ids, or `inputs_embeds` [B, T, hidden].
@@ -774,14 +809,17 @@ class XLSTMModel(XLSTMPreTrainedModel):
         encoder_hidden_states: [B, S, hidden] the encoder outputs a decoder (`add_cross_attention`) reads,
             with their padding `encoder_attention_mask` [B, S].
         output_attentions: only False or None (`generate` passes it to every encoder): no attention weights.
-        token_type_ids, position_ids: only None (taken to say so, where other models use them).
+        token_type_ids: only None (taken to say so, where other models use them).
+        position_ids, seq_idx, cu_seq_lens_q/k, max_length_q/k: where packed sequences start in a row, as
+            `DataCollatorWithFlattening` marks them: every state starts afresh there (docs/design.md 1.7).
         No other keywords: `generate` hands an encoder only those of its signature.
         """
-        unused = {"output_attentions": output_attentions, "token_type_ids": token_type_ids,
-                  "position_ids": position_ids}
+        unused = {"output_attentions": output_attentions, "token_type_ids": token_type_ids}
         check_unused_kwargs(self, {name: value for name, value in unused.items() if value is not None})
         batch_size, length = self._check_inputs(input_ids, inputs_embeds)
         mask = padding_mask(attention_mask, batch_size, length)
+        resets = sequence_starts(batch_size, length, mask, position_ids, seq_idx, cu_seq_lens_q, cu_seq_lens_k,
+                                 max_length_q, max_length_k)
         inputs_embeds = self._embed(input_ids, inputs_embeds, mask)
         encoder_mask = None if encoder_attention_mask is None else encoder_attention_mask.bool()
         use_cache = self._resolve_use_cache(cache, use_cache)
@@ -794,12 +832,13 @@ class XLSTMModel(XLSTMPreTrainedModel):
 
         all_hidden_states = None
         decode_parameters = self._compiled_decode_parameters(inputs_embeds, mask, cache, use_cache,
-                                                             output_hidden_states)
+                                                             output_hidden_states, resets)
         if decode_parameters is not None:
             hidden_states = self._decode_compiled(inputs_embeds, cache, decode_parameters)
         else:
             hidden_states, all_hidden_states = self._run_blocks(
-                inputs_embeds, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask
+                inputs_embeds, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask,
+                resets,
             )
             hidden_states = self.out_norm(hidden_states)
             if output_hidden_states:
@@ -812,7 +851,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
         )
 
     def _run_blocks(
-        self, hidden_states, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask
+        self, hidden_states, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask,
+        resets,
     ):
         """The blocks in turn, each continuing from its state in `cache` where there is one and leaving the
         new one there with `use_cache`. -> (output, the input of every block when `output_hidden_states`)."""
@@ -821,12 +861,12 @@ class XLSTMModel(XLSTMPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             state = cache.layer_states[idx] if cache is not None else None
-            hidden_states, state = block(hidden_states, mask, state, encoder_hidden_states, encoder_mask)
+            hidden_states, state = block(hidden_states, mask, state, encoder_hidden_states, encoder_mask, resets)
             if use_cache:
                 cache.layer_states[idx] = state
         return hidden_states, all_hidden_states
 
-    def _compiled_decode_parameters(self, hidden_states, mask, cache, use_cache, output_hidden_states):
+    def _compiled_decode_parameters(self, hidden_states, mask, cache, use_cache, output_hidden_states, resets):
         """The parameters for the compiled one-token step where this input can take it (one token of plain
         inference: the fast path of generation), else None."""
         can_take = (
@@ -834,6 +874,7 @@ class XLSTMModel(XLSTMPreTrainedModel):
             and hidden_states.shape[1] == 1
             and use_cache
             and mask is None
+            and resets is None
             and not output_hidden_states
             and not (self.training or torch.is_grad_enabled())
             and hidden_states.dtype == torch.float32
@@ -938,6 +979,12 @@ def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: i
     if not host_reads_allowed():  # traced or captured: no branch on the values
         return mask
     return None if bool(mask.all()) else mask
+
+
+def split_packing_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """A head's keyword arguments as (the markers of packed sequences, what goes to the loss)."""
+    packing = {name: value for name, value in kwargs.items() if name in PACKING_KWARGS}
+    return packing, {name: value for name, value in kwargs.items() if name not in PACKING_KWARGS}
 
 
 def keep_positions(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
@@ -1103,10 +1150,12 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
         labels: [B, T] next-token targets (shifted inside), -100 where ignored.
         logits_to_keep: compute logits only for the last this many positions (0: all), or, as a 1-D tensor, for
             these positions.
-        kwargs: what transformers' causal-LM loss takes (`num_items_in_batch`, `ignore_index`, `shift_labels`).
+        kwargs: what transformers' causal-LM loss takes (`num_items_in_batch`, `ignore_index`, `shift_labels`), and
+            the markers of packed sequences (`position_ids`, ...; see `XLSTMModel.forward`).
         Other arguments as in `XLSTMModel.forward`.
         """
-        check_unused_kwargs(self, kwargs, LOSS_KWARGS)
+        check_unused_kwargs(self, kwargs, LOSS_KWARGS + PACKING_KWARGS)
+        packing, loss_kwargs = split_packing_kwargs(kwargs)
         rows_steps = input_rows_and_steps(input_ids, inputs_embeds)
         if labels is not None and rows_steps is not None:
             check_class_labels("labels", labels, [rows_steps], self.config.vocab_size,
@@ -1118,12 +1167,13 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
             cache=cache,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            **packing,
         )
         hidden_states = keep_positions(outputs.last_hidden_state, logits_to_keep)
         logits = soft_cap(self.lm_head(hidden_states), self.config.logit_soft_cap)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **loss_kwargs)
         return XLSTMCausalLMOutput(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )
@@ -1190,14 +1240,18 @@ class XLSTMClassifierBase(XLSTMPreTrainedModel):
     def set_input_embeddings(self, new_embeddings: nn.Embedding):
         self.backbone.set_input_embeddings(new_embeddings)
 
-    def encode(self, input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states) -> XLSTMModelOutput:
-        """The block stack's outputs for token ids, embeddings or continuous values."""
+    def encode(
+        self, input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states, packing: dict | None = None
+    ) -> XLSTMModelOutput:
+        """The block stack's outputs for token ids, embeddings or continuous values (`packing`: the markers of
+        packed sequences)."""
         return self.backbone(
             input_ids,
             attention_mask=attention_mask,
             inputs_embeds=embed_past_values(self.value_embedding, past_values, inputs_embeds, attention_mask),
             use_cache=False,
             output_hidden_states=output_hidden_states,
+            **(packing or {}),
         )
 
 
@@ -1294,17 +1348,19 @@ class XLSTMForTokenClassification(XLSTMClassifierBase):
         r"""
         past_values: [B, T, num_input_channels] continuous inputs, for a model without vocabulary.
         labels: [B, T] class ids, -100 where ignored (padding).
-        kwargs: what transformers' token-classification loss takes (`num_items_in_batch`, `ignore_index`).
+        kwargs: what transformers' token-classification loss takes (`num_items_in_batch`, `ignore_index`), and the
+            markers of packed sequences (`position_ids`, ...; see `XLSTMModel.forward`).
         """
-        check_unused_kwargs(self, kwargs, LOSS_KWARGS)
+        check_unused_kwargs(self, kwargs, LOSS_KWARGS + PACKING_KWARGS)
+        packing, loss_kwargs = split_packing_kwargs(kwargs)
         rows_steps = input_rows_and_steps(input_ids, inputs_embeds, past_values)
         if rows_steps is not None and labels is not None:
             check_class_labels("labels", labels, [rows_steps], self.num_labels, "[batch, length] class ids")
-        outputs = self.encode(input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states)
+        outputs = self.encode(input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states, packing)
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # [B, T, num_labels]
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits, labels, self.config, **kwargs)
+            loss = self.loss_function(logits, labels, self.config, **loss_kwargs)
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 

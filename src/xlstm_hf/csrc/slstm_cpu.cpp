@@ -4,7 +4,9 @@
 // are processed in SIMD vectors (vec_math.h). Shapes as in the PyTorch reference
 // (src/xlstm_hf/ops/slstm/recurrent.py):
 //   gates_x [B, H, T, 4, D] (any strides, D contiguous)   recurrent_kernel [H, D, 4, D]   bias [H, 4, D]
-//   mask [B, T] (optional)   initial_states [4, B, H, D]: h, c, n, m
+//   mask [B, T] (optional): what each step is, bool (False: padded) or uint8 (kPadded, kReal, kStart: a real
+//   step that starts a sequence of a packed row, whose state before it is discarded; docs/design.md 1.7)
+//   initial_states [4, B, H, D]: h, c, n, m
 // and, kept for the backward: states [4, B, H, T + 1, D] before step 0 and after every step, and
 // raw [B, H, T, 4, D], the gate pre-activations. h is written as [B, T, H, D] and returned as its
 // [B, H, T, D] view, the layout the per-head norm reads. The gradient of gates_x comes back as the
@@ -27,6 +29,25 @@
 
 namespace xlstm_hf {
 namespace {
+
+enum StepKind : uint8_t { kPadded = 0, kReal = 1, kStart = 2 };
+
+// The kind of every step as uint8 [B, T] from the mask (bool or uint8), or an undefined tensor where every
+// step is real
+at::Tensor step_kinds(const c10::optional<at::Tensor>& mask, const SLSTMDims& dims) {
+  if (!mask.has_value()) return at::Tensor();
+  TORCH_CHECK(mask->sizes() == at::IntArrayRef({dims.B, dims.T}) &&
+                  (mask->scalar_type() == at::kBool || mask->scalar_type() == at::kByte),
+              "mask must be a bool or uint8 tensor [B, T]");
+  return mask->to(at::kByte).contiguous();
+}
+
+inline uint8_t kind_of(const uint8_t* kinds, int64_t index) { return kinds == nullptr ? kReal : kinds[index]; }
+
+template <typename Real>
+void zero_rows(Rows<Real> rows, int64_t D) {
+  for (Real* row : {rows.h, rows.c, rows.n, rows.m}) std::fill_n(row, D, Real(0));
+}
 
 // Gradients of the pre-activations `draw` from those of the next state (dh, dc, dn, dm), which become
 // those of the previous state (dh without the part through the recurrent matrix).
@@ -145,7 +166,7 @@ Rows<Real> state_rows(Real* states, int64_t state_stride, int64_t offset) {
 // Every (block of up to kRowsPerBlock batch rows, head) runs its time loop on its own; the rows of a block
 // share the loads of the head's recurrent kernel.
 template <typename Real, bool kRounded>
-void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* bias, const bool* mask,
+void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* bias, const uint8_t* kinds,
                     at::Tensor& h_out, Real* states, Real* raw, const SLSTMDims& dims) {
   const auto [B, H, T, D] = dims;
   const int64_t G = 4 * D, rows_per_pair = (T + 1) * D, state_stride = B * H * rows_per_pair;
@@ -167,6 +188,7 @@ void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* b
           const int64_t b = first + r, pair = b * H + head;
           prev[r] = state_rows(states, state_stride, pair * rows_per_pair + t * D);
           next[r] = state_rows(states, state_stride, pair * rows_per_pair + (t + 1) * D);
+          if (kind_of(kinds, b * T + t) == kStart) zero_rows(prev[r], D);  // kept so: the backward reads it
           gx_t[r] = gx + b * in.b + head * in.h + t * in.t;
           h_prev[r] = prev[r].h;
           raw_t[r] = raw + (pair * T + t) * G;
@@ -181,7 +203,7 @@ void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* b
           const int64_t b = first + r;
           finish_preactivations<Real, kRounded>(gx_t[r], in.g, bias + head * G, D, raw_t[r]);
           Real* h_t = h_ptr + b * out.b + head * out.h + t * out.t;
-          if (mask == nullptr || mask[b * T + t]) {
+          if (kind_of(kinds, b * T + t) != kPadded) {
             forward_step(raw_t[r], prev[r], next[r], D);
             if constexpr (kRounded) round_rows(next[r], D);
             std::copy(next[r].h, next[r].h + D, h_t);
@@ -199,7 +221,7 @@ void forward_kernel(const at::Tensor& gates_x, const Real* kernel, const Real* b
 // zero at padded steps) and of the initial state. Those of the recurrent kernel and the bias are sums
 // over all steps of these, taken afterwards as matrix products.
 template <typename Real>
-void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Real* kernel, const bool* mask,
+void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Real* kernel, const uint8_t* kinds,
                      Real* states, const Real* raw, Real* grad_gates_x, Real* grad_initial, const SLSTMDims& dims) {
   const auto [B, H, T, D] = dims;
   const int64_t G = 4 * D, rows_per_pair = (T + 1) * D, state_stride = B * H * rows_per_pair;
@@ -215,7 +237,8 @@ void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Rea
       for (int64_t s = 0; s < 4; ++s) std::copy_n(grad_final + s * carry_stride + pair * D, D, carry.data() + s * D);
       for (int64_t t = T - 1; t >= 0; --t) {
         Real* dgx_t = grad_gates_x + ((head * B + b) * T + t) * G;  // head-major, see slstm_backward_cpu
-        if (mask != nullptr && !mask[b * T + t]) {  // a padded step passed every state through
+        const uint8_t kind = kind_of(kinds, b * T + t);
+        if (kind == kPadded) {  // a padded step passed every state through
           std::fill_n(dgx_t, G, Real(0));
           continue;
         }
@@ -224,6 +247,7 @@ void backward_kernel(const at::Tensor& grad_h, const Real* grad_final, const Rea
                       dm, dgx_t, D);
         // raw = gates_x + bias + h_prev @ kernel: h_prev receives kernel @ draw
         matvec(head_kernel, dgx_t, D, G, dh);
+        if (kind == kStart) std::fill(carry.begin(), carry.end(), Real(0));  // the state before was discarded
       }
       for (int64_t s = 0; s < 4; ++s) std::copy_n(carry.data() + s * D, D, grad_initial + s * carry_stride + pair * D);
     }
@@ -238,7 +262,7 @@ template <bool kRounded>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward(
     const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
     const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
-  const SLSTMDims dims = check_slstm_inputs(gates_x, recurrent_kernel, bias, mask, initial_states);
+  const SLSTMDims dims = check_slstm_inputs(gates_x, recurrent_kernel, bias, c10::nullopt, initial_states);
   const auto [B, H, T, D] = dims;
   const at::Tensor gx = gates_x.stride(-1) == 1 ? gates_x : gates_x.contiguous();
   const at::Tensor kernel = recurrent_kernel.contiguous(), b = bias.contiguous();
@@ -246,10 +270,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward(
   at::Tensor states = at::empty({4, B, H, T + 1, D}, gx.options());
   at::Tensor raw = at::empty({B, H, T, 4, D}, gx.options());
   states.select(3, 0).copy_(initial_states);
-  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
-  const bool* mask_ptr = mask.has_value() ? mask_c.data_ptr<bool>() : nullptr;
+  const at::Tensor kinds = step_kinds(mask, dims);
+  const uint8_t* kinds_ptr = kinds.defined() ? kinds.data_ptr<uint8_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "slstm_forward_cpu", [&] {
-    forward_kernel<scalar_t, kRounded>(gx, kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mask_ptr, h_out,
+    forward_kernel<scalar_t, kRounded>(gx, kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), kinds_ptr, h_out,
                                        states.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(), dims);
   });
   at::Tensor final_states = states.select(3, T).clone();
@@ -285,10 +309,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
   // head-major [H, B, T, 4, D], so that the sums over (b, t) below read it as it is; returned as [B, H, T, 4, D]
   at::Tensor grad_gates_x = at::empty({H, B, T, 4, D}, raw.options());
   at::Tensor grad_initial = at::empty({4, B, H, D}, raw.options());
-  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
-  const bool* mask_ptr = mask.has_value() ? mask_c.data_ptr<bool>() : nullptr;
+  const at::Tensor kinds = step_kinds(mask, dims);
+  const uint8_t* kinds_ptr = kinds.defined() ? kinds.data_ptr<uint8_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "slstm_backward_cpu", [&] {
-    backward_kernel<scalar_t>(dh, d_final.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), mask_ptr,
+    backward_kernel<scalar_t>(dh, d_final.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), kinds_ptr,
                               states_c.data_ptr<scalar_t>(), raw_c.data_ptr<scalar_t>(),
                               grad_gates_x.data_ptr<scalar_t>(), grad_initial.data_ptr<scalar_t>(), dims);
   });

@@ -121,22 +121,28 @@ def slstm(
     initial_state: SLSTMState | None = None,
     backend: str = "auto",
     bf16_rounding: bool = False,
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SLSTMState]:
     """sLSTM over a sequence: gates_x [B, H, T, 4, D], recurrent_kernel [H, D, 4, D], bias [H, 4, D]
-    -> h [B, H, T, D]. `bf16_rounding`: the rounding of TiRex's PyTorch sLSTM (see ops/slstm/recurrent.py)."""
+    -> h [B, H, T, D]. `bf16_rounding`: the rounding of TiRex's PyTorch sLSTM (see ops/slstm/recurrent.py).
+    `resets` [B, T]: True where a sequence of a packed row starts (docs/design.md 1.7)."""
     kernel = _kernel("slstm", gates_x.device, backend)
-    if kernel is slstm_recurrent and _as_one_operator():
+    if kernel is slstm_recurrent and _as_one_operator() and resets is None:
         state = initial_state if initial_state is not None else zero_slstm_state(gates_x)
         h, *state = slstm_reference(gates_x, recurrent_kernel, bias, mask, *state, bf16_rounding)
         return h, tuple(state)
-    return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state, bf16_rounding=bf16_rounding)
+    return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state, bf16_rounding=bf16_rounding,
+                  resets=resets)
 
 
 def causal_conv1d(
-    x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, backend: str = "auto"
+    x: torch.Tensor, history: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, backend: str = "auto",
+    resets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Depthwise causal convolution: x [B, T, F] after `history` [B, K-1, F], weight [F, 1, K], bias [F]
-    -> [B, T, F]."""
+    -> [B, T, F]. `resets` [B, T]: True where a sequence of a packed row starts (the reference runs those)."""
+    if resets is not None:
+        return causal_conv1d_reference(x, history, weight, bias, resets)
     return _kernel("causal_conv1d", x.device, backend)(x, history, weight, bias)
 
 

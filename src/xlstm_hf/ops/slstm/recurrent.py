@@ -93,11 +93,13 @@ def slstm_recurrent(
     mask: torch.Tensor | None = None,
     initial_state: SLSTMState | None = None,
     bf16_rounding: bool = False,
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SLSTMState]:
     """sLSTM over a sequence.
 
     gates_x: [B, H, T, 4, D]; recurrent_kernel: [H, D, 4, D]; bias: [H, 4, D]; mask: [B, T] bool;
-    initial_state: (h, c, n, m), each [B, H, D]; bf16_rounding: see the module docstring. Returns h
+    initial_state: (h, c, n, m), each [B, H, D]; bf16_rounding: see the module docstring; resets: [B, T] bool,
+    True where a sequence starts (docs/design.md 1.7): the state before that step is discarded. Returns h
     [B, H, T, D] (dtype of gates_x) and the final state in float32.
     """
     state = initial_state if initial_state is not None else zero_slstm_state(gates_x)
@@ -108,6 +110,8 @@ def slstm_recurrent(
         state = tuple(round_to_bfloat16(at_least_float32(s)) for s in state)
     outputs = []
     for t in range(gates.shape[2]):
+        if resets is not None:
+            state = tuple(s.masked_fill(resets[:, t, None, None], 0.0) for s in state)
         step_mask = None if mask is None else mask[:, t]
         h, state = slstm_step(gates[:, :, t], recurrent_kernel, bias, state, mask=step_mask,
                               bf16_rounding=bf16_rounding)

@@ -53,8 +53,9 @@ __device__ void chunk_update_tensor_cores(const MLSTMChunkwiseArgs<In, Real>& a,
 }
 
 template <typename In, typename Real>
-__global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
-  __shared__ Real b[kMaxChunk], ii[kMaxChunk], weight[kMaxChunk], decay_and_m[2];
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
+  __shared__ Real log_f[kMaxChunk], ii[kMaxChunk], key_log[kMaxChunk], weight[kMaxChunk];
+  __shared__ ChunkDecay<Real> chunk;
   __shared__ Real k_tile[kMaxChunk * kTile], v_tile[kMaxChunk * kTile];
   __shared__ __align__(32) Real update[kTile * kTile];
   __shared__ __align__(32) unsigned char tensor_core_tiles[2 * kTile * kMaxChunk * 2];  // kw16, v16
@@ -76,17 +77,11 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
     }
     if (owns_n) a.n_chunks[(bh * N + c) * a.Dqk + d0 + threadIdx.x] = n;
     if (blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.x == 0) a.m_chunks[bh * N + c] = m;
-    // its gates: key-value j enters with weight exp(g - b_j + i_j - m_next), the memory decays by
-    // exp(g + m - m_next), g = b_L
-    load_chunk_gates(a, bh, c, b, ii);
-    if (threadIdx.x == 0) {
-      Real a_max;
-      chunk_decay(b, ii, a.L, m, &decay_and_m[0], &decay_and_m[1], &a_max);
-    }
+    // its gates: key-value j enters with weight exp(key_log_j - m_next), the memory decays by exp(g + m - m_next)
+    load_chunk_gates(a, bh, c, log_f, ii);
+    if (threadIdx.x == 0) chunk = chunk_decay(log_f, ii, a.L, m, key_log);
     __syncthreads();
-    for (int64_t j = threadIdx.x; j < a.L; j += blockDim.x) {
-      weight[j] = exp(b[a.L - 1] - b[j] + ii[j] - decay_and_m[1]);
-    }
+    for (int64_t j = threadIdx.x; j < a.L; j += blockDim.x) weight[j] = exp(key_log[j] - chunk.m_next);
     load_tile<kTile>(a.k + bh * a.T * a.Dqk, c * a.L, a.T, a.L, a.Dqk, d0, k_tile);
     load_tile<kTile>(a.v + bh * a.T * a.Dv, c * a.L, a.T, a.L, a.Dv, e0, v_tile);
     __syncthreads();
@@ -98,7 +93,6 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
         tensor_cores = true;
       }
     }
-    const Real decay = decay_and_m[0];
     for (int r = 0; r < kRows; ++r) {
       const int local_d = row + r * (kThreads / kTile);
       Real sum = 0;
@@ -107,14 +101,14 @@ __global__ void chunk_states_kernel(MLSTMChunkwiseArgs<In, Real> a) {
       } else {
         for (int64_t j = 0; j < a.L; ++j) sum += weight[j] * k_tile[j * kTile + local_d] * v_tile[j * kTile + e];
       }
-      C[r] = decay * C[r] + sum;
+      C[r] = chunk.decay * C[r] + sum;
     }
     if (owns_n) {
       Real sum = 0;
       for (int64_t j = 0; j < a.L; ++j) sum += weight[j] * k_tile[j * kTile + threadIdx.x];
-      n = decay * n + sum;
+      n = chunk.decay * n + sum;
     }
-    m = decay_and_m[1];
+    m = chunk.m_next;
     __syncthreads();  // shared memory free for the next chunk
   }
   for (int r = 0; r < kRows; ++r) {
@@ -236,8 +230,8 @@ struct MemoryRead {
 };
 
 template <typename In, typename Real>
-__global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
-  __shared__ Real b[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], read_scale[kMaxChunk], denominator[kMaxChunk];
+__global__ void __launch_bounds__(kThreads) chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
+  __shared__ Real log_f[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], read_scale[kMaxChunk], denominator[kMaxChunk];
   __shared__ __align__(32) Real S[kMaxChunk * kStride];  // [t][j]
   __shared__ __align__(32) Real left[kMaxChunk * kTile];
   __shared__ __align__(32) Real right[kMaxChunk * kTile];
@@ -248,13 +242,13 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
   const Real m_enter = a.m_chunks[bh * N + c];
   bool tensor_cores = false;
   if constexpr (kTensorCoreInput<In>) tensor_cores = a.L % kWmma == 0;
-  load_chunk_gates(a, bh, c, b, ii);
+  load_chunk_gates(a, bh, c, log_f, ii);
   // the stabiliser of every step: the largest log weight of its keys and of the entering memory
   for (int64_t t = threadIdx.x; t < a.L; t += blockDim.x) {
-    Real largest = b[t] + m_enter;
-    for (int64_t j = 0; j <= t; ++j) largest = fmax(largest, b[t] - b[j] + ii[j]);
-    m_t[t] = largest;
-    read_scale[t] = scale * exp(b[t] + m_enter - largest);
+    Real largest = -INFINITY;
+    const Real rho = visit_keys(log_f, ii, t, [&](int64_t, Real key) { largest = fmax(largest, key); }) + m_enter;
+    m_t[t] = fmax(largest, rho);
+    read_scale[t] = scale * exp(rho - m_t[t]);
     denominator[t] = 0;
   }
   for (int64_t index = threadIdx.x; index < a.L * kStride; index += blockDim.x) S[index] = 0;
@@ -286,17 +280,18 @@ __global__ void chunk_outputs_kernel(MLSTMChunkwiseArgs<In, Real> a) {
     }
     __syncthreads();
   }
-  // the gate weights, and the sum of every row into the denominator
-  for (int64_t index = threadIdx.x; index < a.L * a.L; index += blockDim.x) {
-    const int64_t t = index / a.L, j = index % a.L;
-    S[t * kStride + j] = j <= t ? S[t * kStride + j] * scale * exp(b[t] - b[j] + ii[j] - m_t[t]) : Real(0);
-  }
-  __syncthreads();
+  // the gate weights row by row, and the sum of every row into the denominator
   for (int64_t t = threadIdx.x; t < a.L; t += blockDim.x) {
+    Real* S_t = S + t * kStride;
     Real sum = 0;
-    for (int64_t j = 0; j <= t; ++j) sum += S[t * kStride + j];
+    visit_keys(log_f, ii, t, [&](int64_t j, Real key) {
+      S_t[j] *= scale * exp(key - m_t[t]);
+      sum += S_t[j];
+    });
+    for (int64_t j = t + 1; j < a.L; ++j) S_t[j] = 0;
     denominator[t] += sum;
   }
+  __syncthreads();
   // numerator = S V + (read_scale q) C_enter for this block's columns
   const int e = threadIdx.x % kTile, row = threadIdx.x / kTile;  // this thread: h[t0 + row + 8 r, e0 + e]
   constexpr int kRows = kMaxChunk * kTile / kThreads;

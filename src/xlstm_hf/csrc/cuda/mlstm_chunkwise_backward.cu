@@ -42,12 +42,11 @@ __device__ void memory_times_grad(const MLSTMChunkwiseBackwardArgs<In, Real>& a,
 
 // Launch 1: one block per (batch row, head, chunk).
 template <typename In, typename Real>
-__global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+__global__ void __launch_bounds__(kThreads) output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
-  __shared__ Real b[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], R[kMaxChunk], largest[kMaxChunk];
-  __shared__ Real qn[kMaxChunk], qCg[kMaxChunk], inv_N[kMaxChunk], delta[kMaxChunk], d_largest[kMaxChunk];
-  __shared__ Real d_rho[kMaxChunk];
-  __shared__ int max_count[kMaxChunk];
+  __shared__ Real log_f[kMaxChunk], ii[kMaxChunk], m_t[kMaxChunk], R[kMaxChunk], largest[kMaxChunk];
+  __shared__ Real qn[kMaxChunk], qCg[kMaxChunk], inv_N[kMaxChunk], delta[kMaxChunk], d_rho[kMaxChunk];
+  __shared__ Real key_max_grad[kMaxChunk];  // what the maxima among the keys of the steps route to key j
   __shared__ __align__(32) Real S[kMaxChunk * kMaxChunk];   // q k^T, then S = scale (q k^T) * P
   __shared__ __align__(32) Real dS[kMaxChunk * kMaxChunk];  // grad_h v^T, then dS, then dA = dS * P
   __shared__ __align__(32) Real tile1[kMaxChunk * kCols];
@@ -64,15 +63,16 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const In* v = f.v + bh * f.T * f.Dv;
   const In* gh = a.grad_h + bh * f.T * f.Dv;
   Real* dq = a.dq + bh * f.T * f.Dqk;
-  load_chunk_gates(f, bh, c, b, ii);
+  load_chunk_gates(f, bh, c, log_f, ii);
   for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
-    Real key = b[t] - b[0] + ii[0];
-    for (int64_t j = 1; j <= t; ++j) key = fmax(key, b[t] - b[j] + ii[j]);
-    largest[t] = key;
-    m_t[t] = fmax(key, b[t] + m_enter);
-    R[t] = exp(b[t] + m_enter - m_t[t]);
+    Real key_max = -INFINITY;
+    const Real rho = visit_keys(log_f, ii, t, [&](int64_t, Real key) { key_max = fmax(key_max, key); }) + m_enter;
+    largest[t] = key_max;
+    m_t[t] = fmax(key_max, rho);
+    R[t] = exp(rho - m_t[t]);
     qn[t] = 0;
     qCg[t] = 0;
+    key_max_grad[t] = 0;
   }
   __syncthreads();
   // q k^T and qs . n;  grad_h v^T
@@ -114,12 +114,12 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   // the step scalars: h = numerator / normaliser, normaliser = max(|denominator|, exp(-m_t)) + eps
   for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
     Real row_S = 0, dot = 0;
-    for (int64_t j = 0; j <= t; ++j) {
-      const Real s = scale * S[t * L + j] * exp(b[t] - b[j] + ii[j] - m_t[t]);
+    const Real rho = visit_keys(log_f, ii, t, [&](int64_t j, Real key) {
+      const Real s = scale * S[t * L + j] * exp(key - m_t[t]);
       S[t * L + j] = s;
       row_S += s;
       dot += s * dS[t * L + j];
-    }
+    }) + m_enter;
     const bool capped = -m_t[t] > Real(kLogFloorCap);  // the capped floor passes no gradient to m_t
     const Real denominator = row_S + R[t] * qn[t], floor = exp(capped ? Real(kLogFloorCap) : -m_t[t]);
     dot += R[t] * qCg[t];  // grad_h_t . numerator_t
@@ -139,24 +139,23 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     const Real dR = inv_N[t] * qCg[t] + delta[t] * qn[t];
     d_rho[t] = dR * R[t];
     const Real d_m = (capped ? Real(0) : -floor * d_floor) - row_dlogD - d_rho[t];
-    Real d_rho_max = 0;
-    d_largest[t] = 0;
-    route_max_grad(largest[t], b[t] + m_enter, d_m, d_largest[t], d_rho_max);
+    Real d_largest = 0, d_rho_max = 0;
+    route_max_grad(largest[t], rho, d_m, d_largest, d_rho_max);
     d_rho[t] += d_rho_max;
+    // the largest keys share d_largest evenly, as torch's amax routes it
     int count = 0;
-    for (int64_t j = 0; j <= t; ++j) count += b[t] - b[j] + ii[j] == largest[t];
-    max_count[t] = count;
+    visit_keys(log_f, ii, t, [&](int64_t, Real key) { count += key == largest[t]; });
+    visit_keys(log_f, ii, t, [&](int64_t j, Real key) {
+      if (key == largest[t]) atomicAdd(key_max_grad + j, d_largest / count);
+    });
     // db from the rows of d log_D (the query side) and the entering memory's weight; completed below
-    a.db[(bh * N + c) * L + t] = row_dlogD + d_largest[t] + d_rho[t];
+    a.db[(bh * N + c) * L + t] = row_dlogD + d_largest + d_rho[t];
   }
   __syncthreads();
   // the columns of d log_D: the key side of b, and the input gates
   for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-    Real column = 0;
-    for (int64_t t = j; t < L; ++t) {
-      const bool is_max = b[t] - b[j] + ii[j] == largest[t];
-      column += dS[t * L + j] * S[t * L + j] + (is_max ? d_largest[t] / max_count[t] : Real(0));
-    }
+    Real column = key_max_grad[j];
+    for (int64_t t = j; t < L; ++t) column += dS[t * L + j] * S[t * L + j];
     a.db[(bh * N + c) * L + j] -= column;
     a.dii[(bh * N + c) * L + j] = column;
   }
@@ -165,13 +164,9 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   rho_sum = block_sum(rho_sum, U);  // also the barrier after the columns' reads of dS and S
   if (threadIdx.x == 0) a.dm_out[bh * N + c] = rho_sum;
   // dA = dS * P and S as the products below read them: zero above the diagonal
-  for (int64_t index = threadIdx.x; index < L * L; index += blockDim.x) {
-    const int64_t t = index / L, j = index % L;
-    if (j <= t) {
-      dS[index] *= exp(b[t] - b[j] + ii[j] - m_t[t]);
-    } else {
-      S[index] = dS[index] = 0;
-    }
+  for (int64_t t = threadIdx.x; t < L; t += blockDim.x) {
+    visit_keys(log_f, ii, t, [&](int64_t j, Real key) { dS[t * L + j] *= exp(key - m_t[t]); });
+    for (int64_t j = t + 1; j < L; ++j) S[t * L + j] = dS[t * L + j] = 0;
   }
   __syncthreads();
   // dq = inv_N (scale R C grad_h) + scale (R delta n + dA k)
@@ -230,9 +225,10 @@ __global__ void output_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
 
 // Launch 2: one block per (batch row, head, 32 x 32 tile of the memory), chunks from the last.
 template <typename In, typename Real>
-__global__ void memory_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+__global__ void __launch_bounds__(kThreads) memory_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
-  __shared__ Real b[kMaxChunk], ii[kMaxChunk], decay_shared, scratch[kThreads / 32];
+  __shared__ Real log_f[kMaxChunk], ii[kMaxChunk], key_log[kMaxChunk], scratch[kThreads / 32];
+  __shared__ ChunkDecay<Real> chunk;
   const int64_t N = (f.T + f.L - 1) / f.L, bh = blockIdx.x;
   const int64_t d0 = blockIdx.y * kStateTile, e0 = blockIdx.z * kStateTile;
   constexpr int kRows = kStateTile * kStateTile / kThreads;
@@ -244,13 +240,10 @@ __global__ void memory_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
     dC[r] = d < f.Dqk && e0 + e < f.Dv ? a.grad_C[(bh * f.Dqk + d) * f.Dv + e0 + e] : Real(0);
   }
   for (int64_t c = N - 1; c >= 0; --c) {
-    load_chunk_gates(f, bh, c, b, ii);
-    if (threadIdx.x == 0) {
-      Real m_next, a_max;
-      chunk_decay(b, ii, f.L, f.m_chunks[bh * N + c], &decay_shared, &m_next, &a_max);
-    }
+    load_chunk_gates(f, bh, c, log_f, ii);
+    if (threadIdx.x == 0) chunk = chunk_decay(log_f, ii, f.L, f.m_chunks[bh * N + c], key_log);
     __syncthreads();
-    const Real decay = decay_shared;
+    const Real decay = chunk.decay;
     Real partial = 0;  // of d decay = <dC', C> + <dn', n>
     for (int r = 0; r < kRows; ++r) {
       const int64_t d = d0 + row + r * (kThreads / kStateTile);
@@ -281,9 +274,10 @@ __global__ void memory_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
 // Launch 3: one block per (batch row, head, chunk): C' = decay C + sum_j w_j k_j v_j^T (and n likewise)
 // backwards, with dC', dn' the gradients of the memory leaving the chunk.
 template <typename In, typename Real>
-__global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+__global__ void __launch_bounds__(kThreads) key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
-  __shared__ Real b[kMaxChunk], ii[kMaxChunk], weight[kMaxChunk], dw[kMaxChunk], decay_and_m[3];
+  __shared__ Real log_f[kMaxChunk], ii[kMaxChunk], key_log[kMaxChunk], weight[kMaxChunk], dw[kMaxChunk];
+  __shared__ ChunkDecay<Real> chunk;
   __shared__ __align__(32) Real k_tile[kMaxChunk * kCols];
   __shared__ __align__(32) Real v_tile[kMaxChunk * kCols];
   __shared__ __align__(32) Real product[kMaxChunk * kCols];
@@ -295,13 +289,11 @@ __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const Real* dn = a.dn_out + (bh * N + c) * f.Dqk;
   const In* k = f.k + bh * f.T * f.Dqk;
   const In* v = f.v + bh * f.T * f.Dv;
-  load_chunk_gates(f, bh, c, b, ii);
-  if (threadIdx.x == 0) {
-    chunk_decay(b, ii, L, f.m_chunks[bh * N + c], &decay_and_m[0], &decay_and_m[1], &decay_and_m[2]);
-  }
+  load_chunk_gates(f, bh, c, log_f, ii);
+  if (threadIdx.x == 0) chunk = chunk_decay(log_f, ii, L, f.m_chunks[bh * N + c], key_log);
   __syncthreads();
   for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-    weight[j] = exp(b[L - 1] - b[j] + ii[j] - decay_and_m[1]);
+    weight[j] = exp(key_log[j] - chunk.m_next);
     dw[j] = 0;
   }
   // (k_j^T dC') v_j and dv_j += w_j k_j^T dC', tile by tile of value columns
@@ -357,22 +349,23 @@ __global__ void key_value_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
 
 // Launch 4: one block per (batch row, head): the stabilisers of the memory backwards, chunk by chunk.
 template <typename In, typename Real>
-__global__ void stabiliser_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+__global__ void __launch_bounds__(kThreads) stabiliser_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
-  __shared__ Real b[kMaxChunk], ii[kMaxChunk], scratch[kThreads / 32], scalars[3];
+  __shared__ Real log_f[kMaxChunk], ii[kMaxChunk], key_log[kMaxChunk], scratch[kThreads / 32];
+  __shared__ ChunkDecay<Real> chunk;
   const int64_t N = (f.T + f.L - 1) / f.L, L = f.L, bh = blockIdx.x;
   Real dm = a.grad_m[bh];
   for (int64_t c = N - 1; c >= 0; --c) {
-    load_chunk_gates(f, bh, c, b, ii);
+    load_chunk_gates(f, bh, c, log_f, ii);
     const Real m_enter = f.m_chunks[bh * N + c];
-    if (threadIdx.x == 0) chunk_decay(b, ii, L, m_enter, &scalars[0], &scalars[1], &scalars[2]);
+    if (threadIdx.x == 0) chunk = chunk_decay(log_f, ii, L, m_enter, key_log);
     __syncthreads();
-    const Real decay = scalars[0], a_max = scalars[2], g = b[L - 1];
+    const Real decay = chunk.decay, a_max = chunk.key_max, g = chunk.g;
     Real* da = a.da + (bh * N + c) * L;
     Real da_sum = 0, max_count = 0;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
       da_sum += da[j];
-      max_count += g - b[j] + ii[j] == a_max;
+      max_count += key_log[j] == a_max;
     }
     da_sum = block_sum(da_sum, scratch);
     max_count = block_sum(max_count, scratch);
@@ -382,7 +375,7 @@ __global__ void stabiliser_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) 
     d_gm += d_gm_max;
     Real routed_sum = 0;
     for (int64_t j = threadIdx.x; j < L; j += blockDim.x) {
-      const Real routed = da[j] + (g - b[j] + ii[j] == a_max ? d_a_max / max_count : Real(0));
+      const Real routed = da[j] + (key_log[j] == a_max ? d_a_max / max_count : Real(0));
       a.db[(bh * N + c) * L + j] -= routed;
       a.dii[(bh * N + c) * L + j] += routed;
       routed_sum += routed;
@@ -397,7 +390,7 @@ __global__ void stabiliser_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) 
 
 // Launch 5: one block per (batch row, head, chunk): b = cumsum(log f) within the chunk, log f = logsigmoid(f).
 template <typename In, typename Real>
-__global__ void gate_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
+__global__ void __launch_bounds__(kThreads) gate_grads_kernel(MLSTMChunkwiseBackwardArgs<In, Real> a) {
   const MLSTMChunkwiseArgs<In, Real>& f = a.forward;
   __shared__ Real d_log_f[kMaxChunk];
   const int64_t N = (f.T + f.L - 1) / f.L, L = f.L;

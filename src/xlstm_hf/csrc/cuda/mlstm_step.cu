@@ -15,7 +15,7 @@ constexpr int kThreads = 256;
 
 
 template <typename Real>
-__global__ void mlstm_step_kernel(MLSTMStepArgs<Real> a) {
+__global__ void __launch_bounds__(kThreads) mlstm_step_kernel(MLSTMStepArgs<Real> a) {
   extern __shared__ unsigned char shared_bytes[];
   Real* scaled_q = reinterpret_cast<Real*>(shared_bytes);  // q / sqrt(Dqk)
   Real* written_k = scaled_q + a.Dqk;                       // exp(i - m_next) * k

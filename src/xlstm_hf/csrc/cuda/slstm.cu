@@ -6,12 +6,15 @@
 //     (forward) or the gradient reaching h (backward) through global memory and a grid-wide barrier;
 //   * per pair: one block per (batch row, head), thread j owning gate unit j of the 4 * D pre-activations,
 //     the recurrent matrix read from L2 every step (where a cooperative launch does not fit, or
-//     XLSTM_HF_SLSTM_PER_PAIR=1 asks for it).
+//     XLSTM_HF_SLSTM_PER_PAIR=1 asks for it, or the device refuses the cooperative launch).
 // The per-unit math is pointwise.h's, shared with the CPU kernels. Layouts as in launch.h.
 #include <cooperative_groups.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include "launch.h"
 
@@ -21,7 +24,8 @@ namespace xlstm_hf {
 namespace cuda {
 namespace {
 
-constexpr int kMaxThreads = 1024;
+constexpr int kMaxThreads = 1024;  // of a per-pair block; its kernels are compiled to fit (__launch_bounds__)
+constexpr size_t kDefaultSharedLimit = 48 * 1024;  // of dynamic shared memory, unless raised per kernel
 
 int threads_for(int64_t D) {
   const int64_t units = 4 * D;
@@ -40,7 +44,7 @@ __device__ void gate_preactivations(const Real* gates_x, int64_t gate_stride, co
 }
 
 template <typename Real>
-__global__ void slstm_forward_kernel(SLSTMForwardArgs<Real> a) {
+__global__ void __launch_bounds__(kMaxThreads) slstm_forward_kernel(SLSTMForwardArgs<Real> a) {
   extern __shared__ unsigned char shared_bytes[];
   const int64_t D = a.D, G = 4 * D;
   Real* h = reinterpret_cast<Real*>(shared_bytes);  // [D] the previous output
@@ -86,7 +90,7 @@ __device__ void recurrent_input_grad(const Real* kernel, const Real* draw, int64
 }
 
 template <typename Real>
-__global__ void slstm_backward_kernel(SLSTMBackwardArgs<Real> a) {
+__global__ void __launch_bounds__(kMaxThreads) slstm_backward_kernel(SLSTMBackwardArgs<Real> a) {
   extern __shared__ unsigned char shared_bytes[];
   const int64_t D = a.D, G = 4 * D;
   Real* draw = reinterpret_cast<Real*>(shared_bytes);  // [4D] gradients of the gate pre-activations
@@ -172,7 +176,8 @@ __device__ void load_matrix_slice(const Real* kernel, const HeadPart& p, int64_t
 }
 
 template <typename Real>
-__global__ void slstm_forward_cooperative_kernel(SLSTMForwardArgs<Real> a, int64_t U) {
+__global__ void __launch_bounds__(kCooperativeThreads) slstm_forward_cooperative_kernel(SLSTMForwardArgs<Real> a,
+                                                                                      int64_t U) {
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   extern __shared__ unsigned char shared_bytes[];
   const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D;
@@ -223,7 +228,8 @@ __global__ void slstm_forward_cooperative_kernel(SLSTMForwardArgs<Real> a, int64
 }
 
 template <typename Real>
-__global__ void slstm_backward_cooperative_kernel(SLSTMBackwardArgs<Real> a, int64_t U) {
+__global__ void __launch_bounds__(kCooperativeThreads) slstm_backward_cooperative_kernel(SLSTMBackwardArgs<Real> a,
+                                                                                       int64_t U) {
   cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   extern __shared__ unsigned char shared_bytes[];
   const int64_t B = a.B, H = a.H, T = a.T, D = a.D, G = 4 * D;
@@ -294,23 +300,39 @@ __global__ void slstm_backward_cooperative_kernel(SLSTMBackwardArgs<Real> a, int
   }
 }
 
+// Lets `kernel` take `bytes` of dynamic shared memory: above the default 48 KB by raising its limit to the
+// device's opt-in maximum, once per kernel and device (a limit set per launch would race with host threads
+// launching the kernel with other sizes).
+cudaError_t allow_shared_memory(const void* kernel, size_t bytes) {
+  if (bytes <= kDefaultSharedLimit) return cudaSuccess;
+  int device = 0, limit = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (error != cudaSuccess) return error;
+  if (bytes > static_cast<size_t>(limit)) return cudaErrorInvalidValue;
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, cudaError_t> raised;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto [entry, first] = raised.try_emplace({kernel, device}, cudaSuccess);
+  if (first) entry->second = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+  return entry->second;
+}
+
 // Cells per block where a cooperative launch of `kernel` fits on this device, else 0.
 template <typename Kernel>
 int64_t cooperative_split(Kernel kernel, int64_t B, int64_t H, int64_t D, size_t real_size,
                           size_t (*shared_bytes)(int64_t, int64_t, int64_t, size_t)) {
   const char* per_pair = std::getenv("XLSTM_HF_SLSTM_PER_PAIR");
   if (per_pair != nullptr && per_pair[0] == '1') return 0;
-  int device = 0, cooperative = 0, multiprocessors = 0, shared_limit = 0;
+  int device = 0, cooperative = 0, multiprocessors = 0;
   if (cudaGetDevice(&device) != cudaSuccess) return 0;
   cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
   cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
-  cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
   const int64_t most_cells = std::max<int64_t>(1, kMatrixSliceBytes / (4 * D * real_size));
   const int64_t parts = (D + most_cells - 1) / most_cells, U = (D + parts - 1) / parts;
   const size_t shared = shared_bytes(B, D, U, real_size);
-  if (!cooperative || shared > static_cast<size_t>(shared_limit)) return 0;
-  const int shared_int = static_cast<int>(shared);
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_int) != cudaSuccess) {
+  if (!cooperative) return 0;
+  if (allow_shared_memory(reinterpret_cast<const void*>(kernel), shared) != cudaSuccess) {
     cudaGetLastError();
     return 0;
   }
@@ -327,13 +349,17 @@ size_t backward_shared_bytes(int64_t B, int64_t D, int64_t U, size_t real_size) 
   return (D * 4 * U + B * 4 * U + 4 * B * U) * real_size;
 }
 
+// The cooperative launch of `kernel` with U cells per block; where the device refuses it (under MPS, or with
+// multiprocessors taken by other work), the error is cleared and returned, and the caller runs per pair.
 template <typename Kernel, typename Args>
 cudaError_t launch_cooperative(Kernel kernel, const Args& args, int64_t U, size_t shared, cudaStream_t stream) {
   const int64_t parts = (args.D + U - 1) / U;
   Args copy = args;
   void* parameters[] = {&copy, &U};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(args.H * parts), dim3(kCooperativeThreads),
-                                     parameters, shared, stream);
+  const cudaError_t error = cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), dim3(args.H * parts),
+                                                        dim3(kCooperativeThreads), parameters, shared, stream);
+  if (error != cudaSuccess) cudaGetLastError();
+  return error;
 }
 
 }  // namespace
@@ -342,10 +368,13 @@ template <typename Real>
 cudaError_t slstm_forward(const SLSTMForwardArgs<Real>& args, cudaStream_t stream) {
   const auto cooperative = slstm_forward_cooperative_kernel<Real>;
   const int64_t U = cooperative_split(cooperative, args.B, args.H, args.D, sizeof(Real), forward_shared_bytes);
-  if (U > 0) {
-    return launch_cooperative(cooperative, args, U, forward_shared_bytes(args.B, args.D, U, sizeof(Real)), stream);
+  if (U > 0 && launch_cooperative(cooperative, args, U, forward_shared_bytes(args.B, args.D, U, sizeof(Real)),
+                                  stream) == cudaSuccess) {
+    return cudaSuccess;
   }
   const size_t shared = args.D * sizeof(Real);
+  const cudaError_t error = allow_shared_memory(reinterpret_cast<const void*>(slstm_forward_kernel<Real>), shared);
+  if (error != cudaSuccess) return error;
   slstm_forward_kernel<Real><<<args.B * args.H, threads_for(args.D), shared, stream>>>(args);
   return cudaGetLastError();
 }
@@ -354,12 +383,15 @@ template <typename Real>
 cudaError_t slstm_backward(const SLSTMBackwardArgs<Real>& args, cudaStream_t stream) {
   const auto cooperative = slstm_backward_cooperative_kernel<Real>;
   const int64_t U = cooperative_split(cooperative, args.B, args.H, args.D, sizeof(Real), backward_shared_bytes);
-  if (U > 0) {
-    return launch_cooperative(cooperative, args, U, backward_shared_bytes(args.B, args.D, U, sizeof(Real)), stream);
+  if (U > 0 && launch_cooperative(cooperative, args, U, backward_shared_bytes(args.B, args.D, U, sizeof(Real)),
+                                  stream) == cudaSuccess) {
+    return cudaSuccess;
   }
   const int threads = threads_for(args.D);
   if (args.D > 2 * threads) return cudaErrorInvalidValue;  // more cells than the block holds gradients for
   const size_t shared = 5 * args.D * sizeof(Real);
+  const cudaError_t error = allow_shared_memory(reinterpret_cast<const void*>(slstm_backward_kernel<Real>), shared);
+  if (error != cudaSuccess) return error;
   slstm_backward_kernel<Real><<<args.B * args.H, threads, shared, stream>>>(args);
   return cudaGetLastError();
 }

@@ -1,12 +1,16 @@
 """GPU speed of the kernels against their peers, measured in one run on one GPU (bf16 models, CUDA events,
-medians). Run by scripts/gpu_check.sh after the GPU tests; a contender that fails prints its error in
-its row instead of stopping the others.
+medians). Run by scripts/gpu_check_bench.sh; a contender that fails or is not installed prints its error
+in its row instead of stopping the others. Torch with CUDA suffices for xlstm_hf's kernel rows; the sLSTM
+block rows need transformers and the official `xlstm`, the TFLA rows `mlstm_kernels`.
 
     python scripts/bench_kernels_gpu.py            # the figures of the goals
     python scripts/bench_kernels_gpu.py --quick    # small sizes, seconds
 
-* sLSTM block (layer and pre-norm) forward+backward, B=16, T=1024, hidden 768, 4 heads: xlstm_hf's
-  CUDA kernel against the official `xlstm` sLSTM with its "cuda" and "vanilla" backends, same weights;
+The table ends the output, in Markdown:
+
+* sLSTM forward+backward, B=16, T=1024, 4 heads of 192: xlstm_hf's CUDA kernel alone (float32), and the
+  block (layer and pre-norm, bf16) against the official `xlstm` sLSTM with its "cuda" and "vanilla"
+  backends, same weights;
 * mLSTM chunkwise forward and forward+backward, 16 heads, d_qk 128, d_v 256, 65,536 tokens (T = 8192):
   xlstm_hf's CUDA kernels against its PyTorch chunkwise reference, `mlstm_kernels`
   chunkwise--triton_xl_chunk, and torch's flash attention (SDPA) at the same shape;
@@ -17,10 +21,23 @@ its row instead of stopping the others.
 import argparse
 import json
 import statistics
+import sys
+import types
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+try:
+    import xlstm_hf  # noqa: F401
+except ImportError:  # no transformers: xlstm_hf.ops (torch only) from a bare package
+    sys.modules["xlstm_hf"] = types.ModuleType("xlstm_hf")
+    sys.modules["xlstm_hf"].__path__ = [str(Path(__file__).resolve().parents[1] / "src" / "xlstm_hf")]
+
+from xlstm_hf import ops
+from xlstm_hf.ops import compiled
+from xlstm_hf.ops.extension import extension_has_cuda, extension_status
 
 SIZES = {
     "full": dict(slstm=(16, 1024, 768, 4), mlstm=(8, 16, 8192, 128, 256), step=(256, 16, 128, 256), repeats=20),
@@ -51,14 +68,25 @@ def attempt(run: Callable[[], float]) -> float | str:
 
 
 def slstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
-    from xlstm import sLSTMBlockConfig, sLSTMLayerConfig, xLSTMBlockStack, xLSTMBlockStackConfig
-
-    from xlstm_hf import XLSTMConfig, XLSTMModel, convert_official_xlstm
-
     B, T, hidden, heads = size["slstm"]
+    D = hidden // heads
     x = torch.randn(B, T, hidden, device="cuda", dtype=torch.bfloat16)
 
+    def kernel_alone() -> float:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        gates_x = torch.randn(B, heads, T, 4, D, device="cuda", generator=g).requires_grad_()
+        kernel = (torch.randn(heads, D, 4, D, device="cuda", generator=g) * D**-0.5).requires_grad_()
+        bias = torch.zeros(heads, 4, D, device="cuda", requires_grad=True)
+
+        def run():
+            h, _ = ops.slstm(gates_x, kernel, bias, backend="cuda")
+            h.square().mean().backward()
+
+        return median_ms(run, size["repeats"])
+
     def official(backend: str) -> torch.nn.Module:
+        from xlstm import sLSTMBlockConfig, sLSTMLayerConfig, xLSTMBlockStack, xLSTMBlockStackConfig
+
         torch.manual_seed(0)
         config = xLSTMBlockStackConfig(
             slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(backend=backend, num_heads=heads), feedforward=None),
@@ -74,6 +102,8 @@ def slstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
         return run
 
     def ours() -> float:
+        from xlstm_hf import XLSTMConfig, XLSTMModel, convert_official_xlstm
+
         converted = convert_official_xlstm(official("vanilla").float())
         model = XLSTMModel(XLSTMConfig.from_dict({**converted.config.to_dict(), "backend": "cuda"}))
         model.load_state_dict(converted.state_dict())
@@ -81,11 +111,13 @@ def slstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
         return median_ms(fwd_bwd(lambda v: model(inputs_embeds=v).last_hidden_state), size["repeats"])
 
     ms = {
+        "kernel": attempt(kernel_alone),
         "ours": attempt(ours),
         "cuda": attempt(lambda: median_ms(fwd_bwd(official("cuda")), size["repeats"])),
         "vanilla": attempt(lambda: median_ms(fwd_bwd(official("vanilla")), max(1, size["repeats"] // 5))),
     }
     return [
+        ("sLSTM kernel fwd+bwd (float32), xlstm_hf CUDA", ms["kernel"], "ms"),
         ("sLSTM block fwd+bwd, xlstm_hf CUDA", ms["ours"], "ms"),
         ("sLSTM block fwd+bwd, official xlstm cuda", ms["cuda"], "ms"),
         ("sLSTM block fwd+bwd, official xlstm vanilla", ms["vanilla"], "ms"),
@@ -100,8 +132,6 @@ def ratio(numerator: float | str, denominator: float | str) -> float | str:
 
 
 def mlstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
-    from xlstm_hf.ops import mlstm
-
     B, H, T, Dqk, Dv = size["mlstm"]
     g = torch.Generator(device="cuda").manual_seed(0)
 
@@ -122,10 +152,10 @@ def mlstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
             return median_ms(run, size["repeats"])
 
     def ours(q, k, v, i, f):
-        return mlstm(q, k, v, i, f, chunk_size=64, backend="cuda")[0]
+        return ops.mlstm(q, k, v, i, f, chunk_size=64, backend="cuda")[0]
 
     def reference(q, k, v, i, f):
-        return mlstm(q, k, v, i, f, chunk_size=64, backend="native")[0]
+        return ops.mlstm(q, k, v, i, f, chunk_size=64, backend="native")[0]
 
     def tfla(q, k, v, i, f):
         from mlstm_kernels.torch import get_mlstm_kernel
@@ -146,8 +176,6 @@ def mlstm_rows(size: dict) -> list[tuple[str, float | str, str]]:
 
 
 def step_rows(size: dict) -> list[tuple[str, float | str, str]]:
-    from xlstm_hf.ops import compiled
-
     B, H, Dqk, Dv = size["step"]
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k = (torch.randn(B, H, Dqk, device="cuda", generator=g) for _ in range(2))
@@ -177,13 +205,16 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        raise SystemExit("bench_kernels_gpu.py needs a GPU; see scripts/gpu_check.sh")
+        raise SystemExit("bench_kernels_gpu.py needs a GPU; see scripts/gpu_check_bench.sh")
+    if not extension_has_cuda():
+        raise SystemExit(f"the CUDA kernels did not build: {extension_status()[1]}")
     size = SIZES["quick" if args.quick else "full"]
     rows = slstm_rows(size) + mlstm_rows(size) + step_rows(size)
     print(f"\n{torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+    print(f"| {'measurement':<48} | {'value':>10} | unit |\n|{'-' * 50}|{'-' * 12}|------|")
     for name, value, unit in rows:
         shown = f"{value:>10.3f}" if isinstance(value, float) else f"{value:>10}"
-        print(f"| {name:<48} | {shown} | {unit}")
+        print(f"| {name:<48} | {shown} | {unit} |")
     if args.out:
         with open(args.out, "w") as file:
             json.dump([{"measurement": n, "value": v, "unit": u} for n, v, u in rows], file, indent=1)

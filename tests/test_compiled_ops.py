@@ -285,8 +285,8 @@ def decode_token_by_token(model: XLSTMForCausalLM, ids: torch.Tensor, prompt_len
 def test_compiled_block_step_matches_the_modules(name, batch, monkeypatch):
     compiled_model, native_model = decode_model(name, "auto"), decode_model(name, "native")
     calls = []
-    decode_compiled = XLSTMModel._decode_compiled
-    monkeypatch.setattr(XLSTMModel, "_decode_compiled",
+    decode_compiled = XLSTMModel.decode_compiled
+    monkeypatch.setattr(XLSTMModel, "decode_compiled",
                         lambda model, *args: calls.append(model) or decode_compiled(model, *args))
     ids = torch.randint(0, 64, (batch, 13), generator=torch.Generator().manual_seed(1))
     logits, cache = decode_token_by_token(compiled_model, ids, prompt_length=6)
@@ -305,8 +305,8 @@ def test_decode_step_operator_passes_opcheck(name):
     with torch.no_grad():
         cache = model(torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))).cache
     states, layout = backbone._decode_states(cache)
-    parameters = [None if p is None else p.detach() for p in backbone._decode_parameters()]
-    args = (torch.randn(2, 32), parameters, states, layout, *backbone.decode_settings)
+    parameters = [None if p is None else p.detach() for p in backbone.decode_parameters()]
+    args = (torch.randn(2, 32), parameters, states, layout, *backbone._decode_settings())
     torch.library.opcheck(torch.ops.xlstm_hf.decode_step.default, args)
 
 
@@ -325,14 +325,14 @@ class Adapter(torch.nn.Module):
 def test_changed_modules_fall_back_to_the_modules(change):
     model = decode_model("large", "auto")
     block = model.backbone.blocks[0]
-    assert model.backbone._decode_parameters() is not None
+    assert model.backbone.decode_parameters() is not None
     if change == "adapter":
         block.mixer.qkvo_proj = Adapter(block.mixer.qkvo_proj)
     elif change == "hook":
         block.ffn.proj_up.register_forward_hook(lambda module, args, output: output * 2)
     else:
         handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, output: output)
-    assert model.backbone._decode_parameters() is None
+    assert model.backbone.decode_parameters() is None
     if change == "global hook":
         handle.remove()
         return
@@ -360,3 +360,21 @@ def test_compiled_step_reads_replaced_modules_and_parameters(change):
         full = model(ids).logits
     stepped, _ = decode_token_by_token(model, ids, prompt_length=4)
     assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+
+
+def test_the_python_enums_of_the_decode_step_are_those_of_its_cpp_source():
+    """BlockKind and Activation are defined twice, in decoding.py and csrc/decode_cpu.cpp: they must agree."""
+    import re
+    from pathlib import Path
+
+    import xlstm_hf
+    from xlstm_hf.decoding import Activation, BlockKind
+
+    source = (Path(xlstm_hf.__file__).parent / "csrc" / "decode_cpu.cpp").read_text()
+
+    def cpp_enum(name: str) -> list[int]:
+        body = re.search(rf"enum {name} : int64_t {{(.*?)}};", source).group(1)
+        return [int(value) for value in re.findall(r"=\s*(-?\d+)", body)]
+
+    assert cpp_enum("BlockKind") == [kind.value for kind in BlockKind]
+    assert cpp_enum("Activation") == [activation.value for activation in Activation]

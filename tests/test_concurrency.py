@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-import xlstm_hf.modeling_xlstm as modeling
+import xlstm_hf.decoding as decoding
 from xlstm_hf import XLSTMConfig, XLSTMForCausalLM, XLSTMForTimeSeriesPrediction
-from xlstm_hf.modeling_xlstm import ModuleTreeVersion
+from xlstm_hf.decoding import ModuleTreeVersion
 from xlstm_hf.ops import choose_backend
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -90,7 +90,7 @@ def test_language_model_from_threads_matches_sequential_use(family):
     with torch.no_grad():
         expected = [work(task) for task in tasks]
     if choose_backend("decode_step", torch.device("cpu"))[0] == "cpp":
-        assert model.backbone._decode_cache is not None  # the compiled one-token step ran
+        assert model.backbone._decode_collected is not None  # the compiled one-token step ran
     for index, results in enumerate(run_in_threads(work, tasks)):
         for repeat, got in enumerate(results):
             assert_equal(got, expected[index], f"task {index}, repeat {repeat}")
@@ -137,14 +137,15 @@ def test_a_change_while_the_step_parameters_are_collected_is_not_missed(monkeypa
     """Another thread may register a module while the one-token step collects its parameters: those are
     then stamped with the count from before the change, and collected again on the next call."""
     model = XLSTMForCausalLM(tiny_config(layer_types=["mlstm", "slstm"])).eval()
-    plain_submodules = modeling.plain_submodules
+    plain_submodules = decoding.plain_submodules
 
-    def collect_while_something_changes(modules):
-        found = plain_submodules(modules)
+    def collect_while_something_changes(modules, plain_types):
+        found = plain_submodules(modules, plain_types)
         ModuleTreeVersion.bump()  # a module registered meanwhile, in another thread
         return found
 
-    monkeypatch.setattr(modeling, "plain_submodules", collect_while_something_changes)
+    monkeypatch.setattr(decoding, "plain_submodules", collect_while_something_changes)
+    decoding.ModuleTreeVersion.watch()
     before = ModuleTreeVersion.value
-    model.backbone._decode_parameters()
-    assert model.backbone._decode_cache[0] == before != ModuleTreeVersion.value  # so collected again next time
+    model.backbone.decode_parameters()
+    assert model.backbone._decode_collected[0] == before != ModuleTreeVersion.value  # so collected again next time

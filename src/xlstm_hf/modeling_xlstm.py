@@ -7,7 +7,6 @@ one of `MLSTMLayer` (NeurIPS), `MLSTMLargeLayer` (xLSTM-7B) or `SLSTMLayer`. The
 """
 
 import math
-import threading
 import warnings
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from .checkpoint_mapping import (
 )
 from .checkpointing import HUB_KWARGS, CheckpointMixin
 from .configuration_xlstm import XLSTMConfig
+from .decoding import ACTIVATIONS, Activation, BlockKind, CompiledDecoding
 from .input_checks import (
     LOSS_KWARGS,
     check_attention_mask,
@@ -50,7 +50,7 @@ from .input_checks import (
     require_tensor,
     values_checked,
 )
-from .ops import causal_conv1d, choose_backend, mlstm, slstm
+from .ops import causal_conv1d, mlstm, slstm
 from .ops.gates import MASKED_LOG_GATE
 from .packing import PACKING_KWARGS, sequence_ends, sequence_starts
 
@@ -247,7 +247,12 @@ class MLSTMLayer(nn.Module):
     """NeurIPS mLSTM layer ("pre up-projection"): up-projection, causal conv, block-diagonal q/k/v,
     exponential gating over the matrix memory, per-head norm, learnable skip, SiLU output gate."""
 
-    decode_kind = 0  # the block kind of the compiled one-token step
+    decode_kind = BlockKind.NEURIPS_MLSTM  # for the compiled one-token step (decoding.py), which reads these:
+    DECODE_PARAMETERS = (
+        "proj_up.weight", "proj_up.bias", "conv.weight", "conv.bias", "q_proj.weight", "q_proj.bias", "k_proj.weight",
+        "k_proj.bias", "v_proj.weight", "v_proj.bias", "gate_proj.weight", "gate_proj.bias", "norm.weight", "skip",
+        "proj_down.weight", "proj_down.bias",
+    )
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
@@ -292,22 +297,17 @@ class MLSTMLayer(nn.Module):
         y = self.dropout(self.proj_down(h * F.silu(z)))
         return y, (conv_history, cell_state)
 
-    def decode_parameters(self) -> list[torch.Tensor | None]:
-        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
-        conv = self.conv
-        return [
-            self.proj_up.weight, self.proj_up.bias, conv and conv.weight, conv and conv.bias,
-            self.q_proj.weight, self.q_proj.bias, self.k_proj.weight, self.k_proj.bias,
-            self.v_proj.weight, self.v_proj.bias, self.gate_proj.weight, self.gate_proj.bias,
-            self.norm.weight, self.skip, self.proj_down.weight, self.proj_down.bias,
-        ]
 
 
 class MLSTMLargeLayer(nn.Module):
     """xLSTM-Large (7B) mLSTM layer: linear q/k/v and output gate, soft-capped gates, per-head norm
     times a sigmoid output gate, output projection."""
 
-    decode_kind = 1
+    decode_kind = BlockKind.LARGE_MLSTM
+    DECODE_PARAMETERS = (
+        "qkvo_proj.weight", "qkvo_proj.bias", "gate_proj.weight", "gate_proj.bias", "norm.weight", "norm.bias",
+        "out_proj.weight", "out_proj.bias",
+    )
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
@@ -339,19 +339,17 @@ class MLSTMLargeLayer(nn.Module):
         y = self.out_proj(torch.sigmoid(o) * self.norm(h))
         return y, (None, cell_state)
 
-    def decode_parameters(self) -> list[torch.Tensor | None]:
-        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
-        return [
-            self.qkvo_proj.weight, self.qkvo_proj.bias, self.gate_proj.weight, self.gate_proj.bias,
-            self.norm.weight, self.norm.bias, self.out_proj.weight, self.out_proj.bias,
-        ]
 
 
 class SLSTMLayer(nn.Module):
     """sLSTM layer: causal conv feeding the input and forget gates, block-diagonal gate projections,
     the scalar-memory cell with a per-head recurrent matrix, per-head norm."""
 
-    decode_kind = 2
+    decode_kind = BlockKind.SLSTM
+    DECODE_PARAMETERS = (
+        "conv.weight", "conv.bias", "igate.weight", "fgate.weight", "zgate.weight", "ogate.weight", "recurrent_kernel",
+        "bias", "norm.weight",
+    )
 
     def __init__(self, config: XLSTMConfig, layer_idx: int):
         super().__init__()
@@ -398,18 +396,9 @@ class SLSTMLayer(nn.Module):
         ], dim=-1)  # [H, B, T, 4D]
         return gates_x.unflatten(-1, (4, -1)).transpose(0, 1)
 
-    def decode_parameters(self) -> list[torch.Tensor | None]:
-        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
-        conv = self.conv
-        return [
-            conv and conv.weight, conv and conv.bias, self.igate.weight, self.fgate.weight, self.zgate.weight,
-            self.ogate.weight, self.recurrent_kernel, self.bias, self.norm.weight,
-        ]
 
 
 MIXERS = {("neurips", "mlstm"): MLSTMLayer, ("large", "mlstm"): MLSTMLargeLayer}
-# feed-forward activations of the compiled one-token step, by their codes there
-DECODE_ACTIVATIONS = {"gelu": 0, "silu": 1, "swish": 1, "relu": 2, "relu2": 3, "sigmoid": 4}
 
 
 class CrossAttention(nn.Module):
@@ -468,19 +457,16 @@ class XLSTMBlock(GradientCheckpointingLayer):
         has_ffn = config.ffn_size > 0 and (layer_type == "slstm" or config.block_family == "large")
         self.ffn_norm = make_norm(config) if has_ffn else None
         self.ffn = GatedFeedForward(config) if has_ffn else None
+        # what the compiled one-token step (decoding.py) knows of this block and reads
         self.decode_kind_supported = not (config.bidirectional or config.add_cross_attention) and (
-            not has_ffn or config.ffn_act in DECODE_ACTIVATIONS
+            not has_ffn or config.ffn_act in ACTIVATIONS
         )
-        self.decode_activation = DECODE_ACTIVATIONS.get(config.ffn_act, -1) if has_ffn else -1
-
-    def decode_parameters(self) -> list[torch.Tensor | None]:
-        """The parameters in the order the compiled one-token step (csrc/decode_cpu.cpp) reads them."""
-        parameters = [self.norm.weight, self.norm.bias, *self.mixer.decode_parameters()]
-        if self.ffn is not None:
-            ffn = self.ffn
-            parameters += [self.ffn_norm.weight, self.ffn_norm.bias, ffn.proj_up.weight, ffn.proj_up.bias,
-                           ffn.proj_down.weight, ffn.proj_down.bias]
-        return parameters
+        self.decode_activation = ACTIVATIONS.get(config.ffn_act, Activation.NONE) if has_ffn else Activation.NONE
+        self.DECODE_PARAMETERS = (
+            "norm.weight", "norm.bias", *(f"mixer.{name}" for name in mixer_class.DECODE_PARAMETERS),
+            *(("ffn_norm.weight", "ffn_norm.bias", "ffn.proj_up.weight", "ffn.proj_up.bias", "ffn.proj_down.weight",
+               "ffn.proj_down.bias") if has_ffn else ()),
+        )
 
     def forward(
         self,
@@ -509,52 +495,6 @@ class XLSTMBlock(GradientCheckpointingLayer):
         if self.ffn is not None:
             hidden_states = hidden_states + self.ffn(self.ffn_norm(hidden_states))
         return hidden_states, (mixer_state, cross_keys_values)
-
-
-# the modules whose parameters the compiled one-token step reads directly (see plain_submodules)
-PLAIN_MODULES = {
-    XLSTMBlock, MLSTMLayer, MLSTMLargeLayer, SLSTMLayer, GatedFeedForward, nn.Linear, OutputProjection,
-    GateProjection, HeadwiseLinear, CausalConv1d, nn.LayerNorm, XLSTMRMSNorm, MultiHeadNorm, nn.Dropout,
-    nn.Identity, *(type(ACT2FN[name]) for name in DECODE_ACTIVATIONS),
-}
-
-
-def plain_submodules(modules: list[nn.Module]) -> list[nn.Module] | None:
-    """`modules` and all their submodules, or None where one is not of PLAIN_MODULES (replaced, e.g. by an
-    adapter such as LoRA): the compiled one-token step reads their parameters directly."""
-    found, unvisited = [], list(modules)
-    while unvisited:
-        module = unvisited.pop()
-        if type(module) not in PLAIN_MODULES:
-            return None
-        found.append(module)
-        unvisited.extend(module._modules.values())
-    return found
-
-
-class ModuleTreeVersion:
-    """Counts every registration or replacement of a module or parameter anywhere (torch's global
-    registration hooks), so that the compiled one-token step collects its parameters again only then.
-    Threads may build or change models at once: every change counts (under a lock), so that the count never
-    comes back to a value seen before."""
-
-    value = 0
-    _lock = threading.Lock()
-
-    @classmethod
-    def bump(cls, *args) -> None:
-        with cls._lock:
-            cls.value += 1
-
-
-torch.nn.modules.module.register_module_module_registration_hook(ModuleTreeVersion.bump)
-torch.nn.modules.module.register_module_parameter_registration_hook(ModuleTreeVersion.bump)
-
-
-def has_hooks(modules: list[nn.Module]) -> bool:
-    """Whether forward hooks (such as FSDP's) would run around any of `modules`."""
-    global_hooks = torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks
-    return bool(global_hooks) or any(module._forward_hooks or module._forward_pre_hooks for module in modules)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -751,8 +691,15 @@ class XLSTMPreTrainedModel(CheckpointMixin, PreTrainedModel):
         return bias.to(layer.bias)
 
 
-class XLSTMModel(XLSTMPreTrainedModel):
+class XLSTMModel(CompiledDecoding, XLSTMPreTrainedModel):
     """The xLSTM block stack with token embedding and out norm; returns hidden states and the cache."""
+
+    # the modules whose parameters the compiled one-token step reads directly
+    PLAIN_TYPES = {
+        XLSTMBlock, MLSTMLayer, MLSTMLargeLayer, SLSTMLayer, GatedFeedForward, nn.Linear, OutputProjection,
+        GateProjection, HeadwiseLinear, CausalConv1d, nn.LayerNorm, XLSTMRMSNorm, MultiHeadNorm, nn.Dropout,
+        nn.Identity, *(type(ACT2FN[name]) for name in ACTIVATIONS),
+    }
 
     def __init__(self, config: XLSTMConfig):
         super().__init__(config)
@@ -760,13 +707,6 @@ class XLSTMModel(XLSTMPreTrainedModel):
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.blocks = nn.ModuleList(XLSTMBlock(config, idx) for idx in range(config.num_hidden_layers))
         self.out_norm = make_norm(config) if config.add_out_norm else nn.Identity()
-        # the settings of the compiled one-token step (csrc/decode_cpu.cpp)
-        self.decode_settings = (
-            [config.norm_eps, config.gate_soft_cap, config.mlstm_eps],
-            [int(config.norm_type == "rmsnorm"), config.num_heads, config.mlstm_qk_size, config.mlstm_v_size,
-             int(config.add_out_norm)],
-        )
-        self._decode_cache = None  # (ModuleTreeVersion, the modules, their parameters in the step's order)
         # a cache written by blocks of other shapes (width, heads, block kinds) cannot continue here
         self.block_shapes = tuple(tuple(parameter.shape) for parameter in self.blocks.parameters())
         self.post_init()
@@ -831,10 +771,8 @@ class XLSTMModel(XLSTMPreTrainedModel):
             output_hidden_states = self.config.output_hidden_states
 
         all_hidden_states = None
-        decode_parameters = self._compiled_decode_parameters(inputs_embeds, mask, cache, use_cache,
-                                                             output_hidden_states, resets)
-        if decode_parameters is not None:
-            hidden_states = self._decode_compiled(inputs_embeds, cache, decode_parameters)
+        if self.can_decode_compiled(inputs_embeds, mask, resets, cache, use_cache, output_hidden_states):
+            hidden_states = self.decode_compiled(inputs_embeds, cache)
         else:
             hidden_states, all_hidden_states = self._run_blocks(
                 inputs_embeds, mask, cache, use_cache, output_hidden_states, encoder_hidden_states, encoder_mask,
@@ -865,69 +803,6 @@ class XLSTMModel(XLSTMPreTrainedModel):
             if use_cache:
                 cache.layer_states[idx] = state
         return hidden_states, all_hidden_states
-
-    def _compiled_decode_parameters(self, hidden_states, mask, cache, use_cache, output_hidden_states, resets):
-        """The parameters for the compiled one-token step where this input can take it (one token of plain
-        inference: the fast path of generation), else None."""
-        can_take = (
-            not torch.compiler.is_compiling()  # an opaque call that reads the module tree: eager inference only
-            and hidden_states.shape[1] == 1
-            and use_cache
-            and mask is None
-            and resets is None
-            and not output_hidden_states
-            and not (self.training or torch.is_grad_enabled())
-            and hidden_states.dtype == torch.float32
-            and not self.config.slstm_bf16_rounding  # the step has neither the rounding nor another sLSTM norm eps
-            and self.config.slstm_norm_eps == self.config.norm_eps
-            and all(state is not None for state in cache.layer_states)
-            and choose_backend("decode_step", hidden_states.device, self.config.backend)[0] == "cpp"
-        )
-        return self._decode_parameters() if can_take else None
-
-    def _decode_parameters(self) -> list[torch.Tensor | None] | None:
-        """The parameters of every block and the out norm in the order the compiled one-token step reads
-        them, or None where it would not compute what the modules do: a block kind it lacks, a replaced
-        module (see plain_submodules) or hooks. Collected again only after a module or parameter changed.
-        Safe from several threads: the count is read before collecting (a change meanwhile, in another
-        thread, makes the next call collect again) and the cache is replaced whole, never read half-written."""
-        decode_cache, version = self._decode_cache, ModuleTreeVersion.value
-        if decode_cache is None or decode_cache[0] != version:
-            modules = plain_submodules([*self.blocks, self.out_norm])
-            parameters = None
-            if modules is not None and all(block.decode_kind_supported for block in self.blocks):
-                parameters = [parameter for block in self.blocks for parameter in block.decode_parameters()]
-                if self.config.add_out_norm:
-                    parameters += [self.out_norm.weight, self.out_norm.bias]
-            decode_cache = self._decode_cache = (version, modules, parameters)
-        _, modules, parameters = decode_cache
-        return None if parameters is None or has_hooks(modules) else parameters
-
-    def _decode_compiled(self, hidden_states: torch.Tensor, cache: XLSTMCache, parameters: list) -> torch.Tensor:
-        """[B, 1, hidden] through every block and the out norm in one compiled call (csrc/decode_cpu.cpp);
-        the cache moves on by one token."""
-        states, layout = self._decode_states(cache)
-        hidden, new_states = torch.ops.xlstm_hf.decode_step(
-            hidden_states[:, 0], parameters, states, layout, *self.decode_settings
-        )
-        for idx, ((conv_history, _), _) in enumerate(cache.layer_states):
-            count = layout[3 * idx + 2]
-            block_states, new_states = new_states[:count], new_states[count:]
-            if conv_history is not None:
-                cache.layer_states[idx] = ((block_states[0], tuple(block_states[1:])), None)
-            else:
-                cache.layer_states[idx] = ((None, tuple(block_states)), None)
-        return hidden[:, None]
-
-    def _decode_states(self, cache: XLSTMCache) -> tuple[list[torch.Tensor], list[int]]:
-        """The states of every block in `cache` as the compiled one-token step reads them, and its layout:
-        (block kind, feed-forward activation, number of state tensors) per block."""
-        states, layout = [], []
-        for block, ((conv_history, cell_state), _) in zip(self.blocks, cache.layer_states):
-            block_states = [conv_history, *cell_state] if conv_history is not None else list(cell_state)
-            states += block_states
-            layout += [block.mixer.decode_kind, block.decode_activation, len(block_states)]
-        return states, layout
 
     def _resolve_use_cache(self, cache: XLSTMCache | None, use_cache: bool | None) -> bool:
         if self.config.bidirectional:

@@ -75,8 +75,10 @@ class XLSTMConfig(PreTrainedConfig):
         mlstm_eps (`float`, defaults to 1e-6): Epsilon of the mLSTM normaliser.
         backend (`str`, defaults to `"auto"`): How the recurrences run: `"native"` (PyTorch), `"cpp"` (the
             compiled CPU kernels; an error where they cannot run), `"cuda"` (the compiled CUDA kernels;
-            likewise), or `"auto"` (the compiled kernel where one exists for the op and device and builds,
-            PyTorch otherwise). `xlstm-hf env` shows the choice per op.
+            likewise), `"peers"` (the GPU kernels of `mlstm_kernels` and `flashrnn`, where installed; likewise),
+            or `"auto"` (the compiled kernel where one exists for the op and device and builds, on GPUs the
+            peers' kernels until ours are validated, for calls without autograd, PyTorch otherwise).
+            `xlstm-hf env` shows the choice per op.
         slstm_num_heads (`int`, *optional*): Heads of the sLSTM layers; defaults to `num_heads`.
         slstm_conv_kernel_size (`int`, defaults to 4): sLSTM causal conv width (0: no conv).
         slstm_norm_eps (`float`, *optional*): Epsilon of the sLSTM per-head norm; defaults to `norm_eps`.

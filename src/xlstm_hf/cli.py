@@ -1,4 +1,5 @@
-"""`xlstm-hf env`: the versions and the backend each op would use on this machine, and why.
+"""`xlstm-hf env`: the versions and the backend each op would use on this machine, and why, and the peers'
+GPU kernels (mlstm_kernels, flashrnn) that "auto" takes on GPUs until ours are validated.
 `xlstm-hf build`: compile the kernels now (ahead of time) into torch's extension cache: the CPU kernels,
 and the CUDA kernels where torch has CUDA and nvcc is found."""
 
@@ -11,24 +12,41 @@ import transformers
 
 import xlstm_hf
 
-from .ops import OPS, choose_backend
+from .ops import OPS, choose_backend, peers
 from .ops.extension import build_extension
 
 
 def environment_report() -> str:
-    """Versions, threads and the backend of every op on every device here."""
+    """Versions, threads, the backend of every op on the CPU and on a CUDA device (here or not), the peers."""
     lines = [
         f"xlstm_hf {xlstm_hf.__version__}, torch {torch.__version__}, transformers {transformers.__version__}",
         f"python {platform.python_version()} on {platform.platform()}, {torch.get_num_threads()} torch threads",
         "",
         f"{'op':<18} {'device':<7} {'backend':<8} why",
     ]
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for device in devices:
-        for op in OPS:
-            backend, why = choose_backend(op, device)
-            lines.append(f"{op:<18} {device.type:<7} {backend:<8} {why}")
-    return "\n".join(lines)
+    lines += backend_rows(torch.device("cpu")) + backend_rows(torch.device("cuda"))
+    if not torch.cuda.is_available():
+        lines.append("(no CUDA device here: the cuda rows say what one would run, without padding or autograd)")
+    return "\n".join(lines + ["", *peer_report()])
+
+
+def backend_rows(device: torch.device) -> list[str]:
+    """The backend of every op on `device` for a plain call, and why."""
+    rows = []
+    for op in OPS:
+        backend, why = choose_backend(op, device)
+        rows.append(f"{op:<18} {device.type:<7} {backend:<8} {why}")
+    return rows
+
+
+def peer_report() -> list[str]:
+    """Each peer package: installed or not (version, Triton), its licence and the kernel it runs per op."""
+    lines = ["peers, whose GPU kernels \"auto\" runs on CUDA devices (without autograd) until ours are validated:"]
+    for package, licence in peers.LICENCES.items():
+        usable, status = peers.package_status(package)
+        kernels = ", ".join(f"{op} -> {kernel}" for op, (peer, kernel) in peers.GPU_KERNELS.items() if peer == package)
+        lines.append(f"  {package:<14} {status if usable else 'not usable: ' + status} ({licence}): {kernels}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

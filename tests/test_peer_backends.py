@@ -24,6 +24,7 @@ from torch.testing import assert_close
 import xlstm_hf
 from xlstm_hf import ops
 from xlstm_hf.cli import backend_rows, peer_report
+from xlstm_hf.input_checks import graph_safe
 from xlstm_hf.ops import choose_backend, peers
 from xlstm_hf.ops.gates import MASKED_LOG_GATE
 from xlstm_hf.ops.mlstm import mlstm_chunkwise, mlstm_step
@@ -290,6 +291,12 @@ def test_auto_runs_pytorch_where_the_peer_cannot_run_the_call(peers_installed, o
     assert backend == "native" and reason in why
     with pytest.raises(RuntimeError, match="backend='peers' was asked for"):
         choose_backend(op, CUDA, "peers", call)
+
+
+def test_no_peer_runs_traced_or_in_graph_capture(peers_installed):
+    with graph_safe():
+        backend, why = choose_backend("slstm", CUDA, "auto", peers.Call())
+    assert backend == "native" and "CUDA-graph capture" in why
 
 
 def test_peers_run_padded_mlstm_calls(peers_installed):

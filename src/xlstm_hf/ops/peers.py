@@ -119,8 +119,8 @@ def describe(op: str) -> str:
 
 def _limit(op: str, call: Call) -> str | None:
     """What of `call` the peer kernel of `op` cannot do, or None."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return "is no operator that tracing can record"
+    if not host_reads_allowed() or torch.onnx.is_in_onnx_export():
+        return "is neither an operator that tracing records nor checked in CUDA-graph capture (graph_safe)"
     if call.dtype not in DTYPES:
         return f"takes float32, bfloat16 or float16 inputs, not {call.dtype}"
     if call.head_dim < MIN_HEAD_DIM:
@@ -140,8 +140,8 @@ def _limit(op: str, call: Call) -> str | None:
 
 def _marks_packed_starts(f: torch.Tensor) -> bool:
     """Whether forget pre-activations mark packed-sequence starts, which the chunkwise kernel loses in its
-    differences of running sums; assumed where no host read may be made (traced, captured)."""
-    return not host_reads_allowed() or bool((f <= MASKED_LOG_GATE / 2).any())
+    differences of running sums (a host read: no peer runs where none may be made)."""
+    return bool((f <= MASKED_LOG_GATE / 2).any())
 
 
 # ---- mLSTM: mlstm_kernels -------------------------------------------------------------------------------

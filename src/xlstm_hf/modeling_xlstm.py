@@ -7,17 +7,14 @@ one of `MLSTMLayer` (NeurIPS), `MLSTMLargeLayer` (xLSTM-7B) or `SLSTMLayer`. The
 """
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._pytree import tree_leaves, tree_map_only
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache
 from transformers.distributed.parallel_utils import replace_layer_number_by_wildcard
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import Seq2SeqLMOutput, SequenceClassifierOutput, TokenClassifierOutput
@@ -25,6 +22,7 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import ModelOutput, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .cache import BlockState, LayerState, XLSTMCache, check_cache
 from .checkpoint_mapping import (
     is_transformers_xlstm_checkpoint,
     load_converted_weights,
@@ -33,6 +31,7 @@ from .checkpoint_mapping import (
 from .checkpointing import HUB_KWARGS, CheckpointMixin
 from .configuration_xlstm import XLSTMConfig
 from .decoding import ACTIVATIONS, Activation, BlockKind, CompiledDecoding
+from .generation import XLSTMGenerationMixin
 from .input_checks import (
     LOSS_KWARGS,
     check_attention_mask,
@@ -41,26 +40,17 @@ from .input_checks import (
     check_embeddings,
     check_every_row_has_a_real_step,
     check_finite,
-    check_generate_arguments,
     check_sequence_labels,
     check_token_ids,
     check_unused_kwargs,
-    host_reads_allowed,
     input_rows_and_steps,
-    require_tensor,
-    values_checked,
 )
+from .inputs import embed_past_values, keep_positions, padding_mask, real_step_bounds, split_packing_kwargs
 from .ops import causal_conv1d, mlstm, slstm
 from .ops.gates import MASKED_LOG_GATE
 from .packing import PACKING_KWARGS, sequence_ends, sequence_starts
 
 logger = logging.get_logger(__name__)
-
-
-# A mixer's recurrent state: (causal-conv history [B, K-1, width] or None, the cell's state tuple).
-LayerState = tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]
-# A block's state: (its mixer's state, the cross-attention keys and values of a decoder block or None).
-BlockState = tuple[LayerState, tuple[torch.Tensor, torch.Tensor] | None]
 
 
 def soft_cap(x: torch.Tensor, cap: float) -> torch.Tensor:
@@ -497,100 +487,6 @@ class XLSTMBlock(GradientCheckpointingLayer):
         return hidden_states, (mixer_state, cross_keys_values)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Cache and outputs
-# ---------------------------------------------------------------------------------------------------
-
-
-class XLSTMCache(Cache):
-    """The recurrent state of every block: its size is fixed, whatever the length of the sequence.
-
-    `layer_states[i]` is block i's `BlockState`, or None before the first input. The model replaces the
-    states after each call and never writes into them in place, so a cache can be used while training.
-    A transformers `Cache`: `generate` continues from one it returned (it feeds only the tokens the cache
-    has not read, `get_seq_length()` of them), beam search reorders it; it has no keys and values to crop.
-    """
-
-    is_compileable = False  # its states are replaced, not updated at fixed addresses
-    is_croppable = False  # a recurrent state cannot forget the last tokens
-
-    def __init__(self, num_layers: int):
-        super().__init__(layers=[])
-        self.layer_states: list[BlockState | None] = [None] * num_layers
-        self.seen_tokens = 0
-        self.block_shapes = None  # the parameter shapes of the blocks of the model that wrote the states
-
-    def __len__(self) -> int:
-        return len(self.layer_states)
-
-    def __repr__(self) -> str:
-        return f"XLSTMCache({len(self)} blocks, {self.seen_tokens} tokens read)"
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Number of tokens consumed so far (the state itself does not grow with it)."""
-        return self.seen_tokens
-
-    def get_max_length(self, layer_idx: int | None = None) -> int:
-        return -1  # no limit
-
-    def has_previous_state(self, layer_idx: int | None = None, state_idx: int | None = None) -> bool:
-        states = self.layer_states if layer_idx is None else [self.layer_states[layer_idx]]
-        return any(state is not None for state in states)
-
-    @property
-    def is_initialized(self) -> bool:
-        return self.has_previous_state()
-
-    @property
-    def is_linear(self) -> list[bool]:
-        """False for every block: to `generate`, a linear cache is one whose length it cannot ask, so it would
-        feed a continued prompt whole; this one knows how many tokens it has read."""
-        return [False] * len(self)
-
-    @property
-    def is_sliding(self) -> list[bool]:
-        return [False] * len(self)
-
-    @property
-    def is_dummy(self) -> list[bool]:
-        return [False] * len(self)
-
-    @property
-    def batch_size(self) -> int | None:
-        for state in self.layer_states:
-            if state is not None:
-                (_, cell_state), _ = state
-                return cell_state[0].shape[0]
-        return None
-
-    def reset(self) -> None:
-        self.layer_states = [None] * len(self)
-        self.seen_tokens = 0
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise ValueError("An XLSTMCache holds a recurrent state, which cannot forget the last tokens; run the "
-                         "model again from a cache saved before them.")
-
-    def _map_rows(self, rows) -> None:
-        self.layer_states = tree_map_only(torch.Tensor, rows, self.layer_states)
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Keep the batch rows `beam_idx` (beam search), in that order."""
-        self._map_rows(lambda t: t.index_select(0, beam_idx.to(t.device)))
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.reorder_cache(indices)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        """Every batch row `repeats` times in a row (generate's expansion for beams or several sequences)."""
-        self._map_rows(lambda t: t.repeat_interleave(repeats, dim=0))
-
-    def nbytes(self) -> int:
-        """Bytes held by all states."""
-        tensors = [leaf for leaf in tree_leaves(self.layer_states) if isinstance(leaf, torch.Tensor)]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-
 @dataclass
 class XLSTMModelOutput(ModelOutput):
     """
@@ -844,121 +740,6 @@ class XLSTMModel(CompiledDecoding, XLSTMPreTrainedModel):
         return self.embedding_dropout(inputs_embeds.to(self.dtype))  # float64 from numpy, say
 
 
-def padding_mask(attention_mask: torch.Tensor | None, batch_size: int, length: int) -> torch.Tensor | None:
-    """Bool mask [B, T] of real steps from an attention mask whose last T columns are this input's,
-    or None where nothing is padded (the recurrences then skip all masking)."""
-    if attention_mask is None:
-        return None
-    check_attention_mask("attention_mask", attention_mask, batch_size, length)
-    mask = attention_mask[:, attention_mask.shape[1] - length :].bool()
-    if not host_reads_allowed():  # traced or captured: no branch on the values
-        return mask
-    return None if bool(mask.all()) else mask
-
-
-def split_packing_kwargs(kwargs: dict) -> tuple[dict, dict]:
-    """A head's keyword arguments as (the markers of packed sequences, what goes to the loss)."""
-    packing = {name: value for name, value in kwargs.items() if name in PACKING_KWARGS}
-    return packing, {name: value for name, value in kwargs.items() if name not in PACKING_KWARGS}
-
-
-def keep_positions(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
-    """hidden_states [B, T, hidden] at the last `logits_to_keep` positions (0: all), or at the positions a 1-D
-    tensor lists (transformers' two meanings of `logits_to_keep`)."""
-    if isinstance(logits_to_keep, torch.Tensor):
-        return hidden_states[:, logits_to_keep]
-    return hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states
-
-
-def check_cache(cache: XLSTMCache, num_layers: int, batch_size: int, block_shapes: tuple) -> None:
-    """A cache must come from a model with the same blocks and hold the same batch rows."""
-    if not isinstance(cache, XLSTMCache) or len(cache.layer_states) != num_layers:
-        raise ValueError(
-            f"cache must be an XLSTMCache of this model ({num_layers} blocks), got {type(cache).__name__}"
-            f"{' with %d blocks' % len(cache.layer_states) if isinstance(cache, XLSTMCache) else ''}; "
-            "pass the cache this model returned, or None to start afresh."
-        )
-    if cache.block_shapes not in (None, block_shapes):
-        raise ValueError(
-            "cache was written by a model whose blocks have other sizes (width, heads or block kinds); pass the "
-            "cache this model returned, or None to start afresh."
-        )
-    if cache.batch_size not in (None, batch_size):
-        raise ValueError(
-            f"cache holds a batch of {cache.batch_size} but the input has {batch_size} rows; "
-            "pass the cache returned for this batch, or None to start afresh."
-        )
-
-
-class XLSTMGenerationMixin(GenerationMixin):
-    """transformers' `generate`, with its arguments checked first: the prompt, the lengths, and a cache to continue
-    from (`cache`, or its older names `past_key_values` and `cache_params`, with transformers' warning)."""
-
-    def generate(self, *args, **kwargs):
-        check_generate_arguments(args, kwargs, self.config.vocab_size)
-        for old_name in ("past_key_values", "cache_params"):
-            if old_name in kwargs:
-                warnings.warn(f"`{old_name}` is deprecated for `generate`. Use `cache` instead.", FutureWarning)
-                kwargs.setdefault("cache", kwargs.pop(old_name))
-        if kwargs.get("cache") is not None:
-            self._check_cache_to_continue(kwargs["cache"], args, kwargs)
-        with values_checked():  # once here: the steps feed the tokens generate chose
-            output = super().generate(*args, **kwargs)
-        num_beams = kwargs.get("num_beams") or (kwargs.get("generation_config") or self.generation_config).num_beams
-        for cache in (kwargs.get("cache"), getattr(output, "cache", None)):
-            if isinstance(cache, XLSTMCache) and (num_beams or 1) > 1:
-                cache.holds_beams = True
-        return output
-
-    def prepare_inputs_for_generation(
-        self, input_ids, next_sequence_length=None, cache=None, inputs_embeds=None, **kwargs
-    ):
-        """transformers' preparation, feeding only the tokens a cache has not read where generate would feed them
-        all (a decoder without `decoder_attention_mask` continuing from a cache: generate sizes the new input
-        by that mask)."""
-        if next_sequence_length is None and cache is not None and cache.get_seq_length():
-            prompt = inputs_embeds if inputs_embeds is not None else input_ids
-            next_sequence_length = prompt.shape[1] - cache.get_seq_length()
-        return super().prepare_inputs_for_generation(
-            input_ids, next_sequence_length=next_sequence_length, cache=cache, inputs_embeds=inputs_embeds, **kwargs
-        )
-
-    def _check_cache_to_continue(self, cache, args: tuple, kwargs: dict) -> None:
-        """A cache that `generate` can continue from: of this model, not left by a beam search (its rows are the
-        beams at the last step, not the sequences returned), with a row per prompt row, and a prompt that holds
-        the tokens the cache has read and at least one more (generate feeds only those)."""
-        if not isinstance(cache, XLSTMCache):
-            raise TypeError(f"cache is a {type(cache).__name__}; pass the XLSTMCache this model returned, or None.")
-        if getattr(cache, "holds_beams", False):
-            raise ValueError(
-                "cache was left by a beam search: its rows are the beams at its last step, not the sequences it "
-                "returned. Continue from the sequences without a cache (generate(sequences, ...)), or from a cache of "
-                "greedy or sampled generation."
-            )
-        if self.config.is_encoder_decoder:
-            name, prompt = "decoder_input_ids", kwargs.get("decoder_input_ids")
-        else:
-            name, prompt = "inputs_embeds", kwargs.get("inputs_embeds")
-            if prompt is None:
-                name, prompt = "input_ids", args[0] if args else kwargs.get("inputs", kwargs.get("input_ids"))
-        rows, length = (prompt.shape[0], prompt.shape[1]) if prompt is not None else (None, 0)
-        config = kwargs.get("generation_config") or self.generation_config
-        beams = kwargs.get("num_beams") or config.num_beams or 1
-        copies = beams if beams > 1 else kwargs.get("num_return_sequences") or config.num_return_sequences or 1
-        if rows is not None and cache.batch_size not in (None, rows * copies):
-            raise ValueError(
-                f"cache holds {cache.batch_size} rows but {name} has {rows}"
-                f"{f', which generate repeats {copies} times' if copies > 1 else ''}; pass the cache returned for "
-                f"these rows{f', after cache.batch_repeat_interleave({copies})' if copies > 1 else ''}."
-            )
-        if cache.get_seq_length() >= length:
-            raise ValueError(
-                f"cache has read {cache.get_seq_length()} tokens but {name} holds {length}: pass the tokens the cache "
-                "has read followed by the new ones (generate feeds only those after the first "
-                f"{cache.get_seq_length()})."
-            )
-
-
 class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
     """xLSTM language model: the block stack and a (optionally tied, optionally soft-capped) LM head."""
 
@@ -1057,43 +838,6 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
 # ---------------------------------------------------------------------------------------------------
 # Classification heads
 # ---------------------------------------------------------------------------------------------------
-
-
-def embed_past_values(
-    value_embedding: nn.Linear | None, past_values: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
-    attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor | None:
-    """`inputs_embeds` for continuous inputs `past_values` [B, T, C] (models without vocabulary); the values
-    at padded steps are ignored (NaN allowed there), those at real steps must be finite."""
-    if past_values is None:
-        return inputs_embeds
-    if value_embedding is None:
-        raise ValueError("past_values need a model without vocabulary: set config.vocab_size=None and "
-                         "config.num_input_channels to the number of channels.")
-    if inputs_embeds is not None:
-        raise ValueError("Pass past_values or inputs_embeds, not both.")
-    require_tensor("past_values", past_values)
-    if past_values.dim() != 3 or past_values.shape[-1] != value_embedding.in_features or 0 in past_values.shape:
-        raise ValueError(f"past_values has shape {tuple(past_values.shape)}; expected [batch, length, "
-                         f"num_input_channels={value_embedding.in_features}] with at least one row and one step.")
-    if attention_mask is not None:
-        check_attention_mask("attention_mask", attention_mask, past_values.shape[0], past_values.shape[1])
-        padded = ~attention_mask[:, attention_mask.shape[1] - past_values.shape[1] :, None].bool()
-        past_values = past_values.masked_fill(padded, 0.0)
-    check_finite("past_values", past_values, "attention_mask")
-    return value_embedding(past_values.to(value_embedding.weight.dtype))
-
-
-def real_step_bounds(attention_mask: torch.Tensor | None, batch_size: int, length: int, device) -> tuple:
-    """Indices [B] of the first and the last real step of every row (left or right padding alike)."""
-    if attention_mask is None:
-        first = torch.zeros(batch_size, dtype=torch.long, device=device)
-        return first, first + length - 1
-    steps = torch.arange(length, device=device)
-    real = attention_mask[:, attention_mask.shape[1] - length :].bool()
-    last = torch.where(real, steps, -1).amax(-1)
-    first = torch.where(real, steps, length).amin(-1)
-    return first, last
 
 
 class XLSTMClassifierBase(XLSTMPreTrainedModel):

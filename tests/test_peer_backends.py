@@ -280,6 +280,7 @@ def test_auto_on_a_gpu_takes_our_validated_kernels_first(peers_installed, monkey
     ("slstm", peers.Call(option="packed rows"), "has no packed rows"),
     ("mlstm_chunkwise", peers.Call(forget=torch.tensor([3.0, MASKED_LOG_GATE])), "has no packed rows (f = -1e30"),
     ("slstm", peers.Call(head_dim=48), "power of 2"),
+    ("slstm", peers.Call(head_dim=256), "up to 128 units per head"),
     ("slstm", peers.Call(grad=True), "the final c, n and m wrong), and autograd records the call"),
     ("mlstm_step", peers.Call(grad=True), "(it has none)"),
     ("mlstm_chunkwise", peers.Call(grad=True), "leaves out the normaliser's gradient"),

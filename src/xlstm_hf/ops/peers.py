@@ -62,6 +62,9 @@ BACKWARDS = {
     "slstm": "it gets the gradients that reach the final c, n and m wrong",
 }
 MIN_HEAD_DIM = 16  # tl.dot multiplies blocks of at least 16 x 16
+# flashrnn's fused kernel keeps the four D x D recurrent blocks of a head on chip: at D = 256 in float32 they
+# outgrow a GPU's shared memory; up to 128 is the unchecked assumption
+MAX_SLSTM_HEAD_DIM = 128
 FORGET_OPEN = 1e30  # a forget pre-activation whose log-sigmoid is exactly 0 (also as log(sigmoid(x)) in Triton)
 
 
@@ -131,8 +134,8 @@ def _limit(op: str, call: Call) -> str | None:
         return "has no padding mask"
     if call.option is not None:
         return f"has no {call.option}"
-    if op == "slstm" and call.head_dim & (call.head_dim - 1):
-        return f"needs a power of 2 units per head, not {call.head_dim}"
+    if op == "slstm" and (call.head_dim & (call.head_dim - 1) or call.head_dim > MAX_SLSTM_HEAD_DIM):
+        return f"needs a power of 2 up to {MAX_SLSTM_HEAD_DIM} units per head, not {call.head_dim}"
     if call.forget is not None and _marks_packed_starts(call.forget):
         return "has no packed rows (f = -1e30 where a sequence starts)"
     return None

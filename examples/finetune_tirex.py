@@ -26,7 +26,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import torch
 from datasets import Dataset
 from pmdarima.datasets import load_taylor
 from transformers import AutoModelForTimeSeriesPrediction, Trainer, TrainingArguments, set_seed

@@ -87,7 +87,9 @@ def timed(run: Callable[[], torch.Tensor]) -> tuple[float, float, torch.Tensor]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def measure(run: Callable[[], torch.Tensor], repeats: int, slow: float, warm_up: bool) -> tuple[float, float, torch.Tensor]:
+def measure(
+    run: Callable[[], torch.Tensor], repeats: int, slow: float, warm_up: bool
+) -> tuple[float, float, torch.Tensor]:
     """(wall-clock and CPU seconds per call, the quantiles): the medians of `repeats` calls after a warm-up
     call (always, with `warm_up`; otherwise only where the first call took less than `slow` seconds)."""
     wall, cpu, quantiles = timed(run)

@@ -145,7 +145,8 @@ def test_rounding_is_off_by_default_and_changes_the_recurrence():
 def test_conversion_gives_tirex_settings(small):
     path, _ = small
     config, weights = read_tirex_checkpoint(str(path))
-    assert (config.forecaster, config.context_length, config.patch_length, config.patch_stride) == ("tirex", 256, 32, 32)
+    assert (config.forecaster, config.context_length, config.patch_length) == ("tirex", 256, 32)
+    assert config.patch_stride == 32
     assert (config.hidden_size, config.num_hidden_layers, config.slstm_num_heads, config.ffn_size) == (64, 2, 4, 192)
     assert config.quantiles == LEVELS and config.patch_ffn_size == 128 and config.slstm_bf16_rounding
     assert (config.layer_types, config.slstm_conv_kernel_size, config.slstm_norm_eps) == (["slstm"] * 2, 0, 1e-5)
@@ -216,7 +217,8 @@ BAD_CHECKPOINTS = {
                      r"unexpected \['blocks.2.norm_slstm.weight'\]"),
     "misshapen kernel": (lambda c: c["state_dict"].update(
         {"block_stack.blocks.0.slstm_layer.slstm_cell._recurrent_kernel_": torch.zeros(4, 16, 60)}),
-        r"wrong shapes \['blocks.0.slstm_layer.slstm_cell._recurrent_kernel_ \[4, 16, 60\] \(expected \[4, 16, 64\]\)'\]"),
+        r"wrong shapes \['blocks.0.slstm_layer.slstm_cell._recurrent_kernel_ \[4, 16, 60\] "
+        r"\(expected \[4, 16, 64\]\)'\]"),
     "missing weight": (lambda c: c["state_dict"].pop("block_stack.blocks.1.ffn.proj_up.weight"),
                        r"missing \['blocks.1.ffn.proj_up.weight'\]"),
     "invalid sizes": (lambda c: c["hyper_parameters"]["model_config"]["block_kwargs"].update(num_heads=5),

@@ -360,7 +360,8 @@ class XLSTMConfig(PreTrainedConfig):
         _require(len(self.quantiles) > 0 and all(0 < q < 1 for q in self.quantiles)
                  and all(a < b for a, b in zip(self.quantiles, self.quantiles[1:])),
                  f"quantiles={self.quantiles} must be increasing levels strictly between 0 and 1.")
-        _require(self.forecaster in FORECASTERS, f"forecaster={self.forecaster!r} is unknown; use one of {FORECASTERS}.")
+        _require(self.forecaster in FORECASTERS,
+                 f"forecaster={self.forecaster!r} is unknown; use one of {FORECASTERS}.")
         _require(self.patch_ffn_size >= 0, f"patch_ffn_size must be >= 0 (0: linear maps), got {self.patch_ffn_size}.")
         if self.forecaster == "tirex":
             self._check_tirex_forecaster()
@@ -373,7 +374,8 @@ class XLSTMConfig(PreTrainedConfig):
         prefix = "forecaster='tirex' needs"
         _require(self.loss == "quantile", f"{prefix} loss='quantile', got loss={self.loss!r}.")
         _require(0.5 in self.quantiles,
-                 f"{prefix} the level 0.5 among the quantiles (the median is its point forecast), got {self.quantiles}.")
+                 f"{prefix} the level 0.5 among the quantiles (the median is its point forecast), got "
+                 f"{self.quantiles}.")
         _require(self.scaling == "std", f"{prefix} scaling='std' (its scaler), got scaling={self.scaling!r}.")
         _require(self.patch_stride == self.patch_length,
                  f"{prefix} patch_stride == patch_length (patches side by side), got {self.patch_stride} and "

@@ -295,7 +295,8 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         self.backbone = XLSTMModel(backbone_config(config))
         self.distribution_output = None
         if config.forecaster == "tirex":  # every token: the quantiles of the next patch
-            self.head = patch_map(config.hidden_size, config.patch_ffn_size, len(config.quantiles) * config.patch_length)
+            outputs = len(config.quantiles) * config.patch_length
+            self.head = patch_map(config.hidden_size, config.patch_ffn_size, outputs)
         elif config.loss == "nll":
             output_class = DISTRIBUTION_OUTPUTS[config.distribution_output]
             self.distribution_output = output_class()  # one distribution per value of [B, H, C]

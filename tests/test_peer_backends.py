@@ -387,8 +387,8 @@ def test_a_model_runs_through_the_peers_where_chosen(monkeypatch):
 
     monkeypatch.setattr(ops, "choose_backend", fake_choice)
     monkeypatch.setattr(ops, "_call", lambda device, *args, **kwargs: real_call(CUDA, *args, **kwargs))
-    monkeypatch.setattr(peers, "mlstm_chunkwise", partial(peers.mlstm_chunkwise, kernel=MLSTM_KERNEL))
-    monkeypatch.setattr(peers, "slstm", partial(peers.slstm, backend="vanilla"))
+    monkeypatch.setattr(ops, "peer_mlstm_chunkwise", partial(peers.mlstm_chunkwise, kernel=MLSTM_KERNEL))
+    monkeypatch.setitem(ops._PEER_KERNELS, "slstm", partial(peers.slstm, backend="vanilla"))
     with torch.no_grad():
         actual = [model(ids, **kwargs).last_hidden_state for kwargs in calls]
     assert sorted(set(chosen)) == [("mlstm_chunkwise", False, None), ("mlstm_chunkwise", True, None),

@@ -20,13 +20,13 @@ from .modeling_xlstm import (
     XLSTMCache,
     XLSTMCausalLMOutput,
     XLSTMForCausalLM,
-    XLSTMForSeq2SeqLM,
     XLSTMForSequenceClassification,
     XLSTMForTokenClassification,
     XLSTMModel,
     XLSTMModelOutput,
     XLSTMPreTrainedModel,
 )
+from .modeling_xlstm_seq2seq import XLSTMForSeq2SeqLM
 from .modeling_xlstm_time_series import (
     XLSTMForecastOutput,
     XLSTMForTimeSeriesPrediction,

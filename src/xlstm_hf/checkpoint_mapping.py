@@ -228,6 +228,27 @@ def read_transformers_xlstm_checkpoint(path_or_repo: str, **hub_kwargs) -> tuple
     return config_from_transformers_xlstm(source_config, weights), weights
 
 
+def load_transformers_xlstm_checkpoint(model_class: type, path_or_repo: str, kwargs: dict, hub_names: tuple):
+    """A `model_class` (XLSTMForCausalLM) with the converted config and weights of a built-in transformers xLSTM
+    checkpoint, in eval mode; of `from_pretrained`'s `kwargs` it takes `dtype` and the Hub arguments `hub_names`
+    (anything else needs the converted checkpoint: scripts/convert_transformers_xlstm.py)."""
+    unsupported = sorted(set(kwargs) - set(hub_names) - {"dtype", "torch_dtype", "strict"})
+    if unsupported:
+        raise TypeError(
+            f"{unsupported} are not supported when loading a built-in transformers xLSTM checkpoint; convert it once "
+            "with scripts/convert_transformers_xlstm.py, then load the result with any arguments."
+        )
+    config, weights = read_transformers_xlstm_checkpoint(
+        path_or_repo, **{key: kwargs[key] for key in hub_names if key in kwargs}
+    )
+    model = model_class(config)
+    load_converted_weights(model, weights)
+    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+    if dtype not in (None, "auto"):
+        model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    return model.eval()
+
+
 def config_from_transformers_xlstm(source: dict, weights: dict[str, torch.Tensor]) -> XLSTMConfig:
     """An `XLSTMConfig` from a built-in xLSTM `config.json`; the widths are read off the weights, since
     the built-in and the official code round the query/key width differently."""
@@ -289,6 +310,7 @@ __all__ = [
     "is_transformers_xlstm_checkpoint",
     "large_weights",
     "load_converted_weights",
+    "load_transformers_xlstm_checkpoint",
     "neurips_stack_weights",
     "read_transformers_xlstm_checkpoint",
 ]

@@ -24,6 +24,7 @@ FLAT_NAMES = {
     "xlstm_hf.configuration_xlstm": CONFIG_FILE,
     "xlstm_hf.modeling_xlstm": MODELING_FILE,
     "xlstm_hf.modeling_xlstm_time_series": "modeling_xlstm_hf_time_series",
+    "xlstm_hf.modeling_xlstm_seq2seq": "modeling_xlstm_hf_seq2seq",
     "xlstm_hf.hub": "xlstm_hf_hub",
     "xlstm_hf.ops.compiled": "xlstm_hf_kernels",
     "xlstm_hf.ops.extension": "xlstm_hf_kernels",
@@ -115,7 +116,8 @@ def write_own_code(folder: Path) -> list[str]:
         for path in files:
             (folder / path.name).write_text(path.read_text())
         return sorted(path.name for path in files)
-    written, pending = {}, ["xlstm_hf.modeling_xlstm_time_series", "xlstm_hf.configuration_xlstm"]
+    written, pending = {}, ["xlstm_hf.modeling_xlstm_time_series", "xlstm_hf.modeling_xlstm_seq2seq",
+                            "xlstm_hf.configuration_xlstm"]
     while pending:
         name = pending.pop()
         if flat_name(name) in written:
@@ -139,7 +141,8 @@ def auto_map(model) -> dict[str, str]:
     if not model.config.vocab_size:
         heads.pop("XLSTMForCausalLM", None)
     heads.update({name: auto for name, auto in OTHER_HEADS.items() if name == class_name})
-    modeling = {"XLSTMForTimeSeriesPrediction": "modeling_xlstm_hf_time_series"}
+    modeling = {"XLSTMForTimeSeriesPrediction": "modeling_xlstm_hf_time_series",
+                "XLSTMForSeq2SeqLM": "modeling_xlstm_hf_seq2seq"}
     mapping = {"AutoConfig": f"{CONFIG_FILE}.XLSTMConfig"}
     if class_name != "XLSTMForSeq2SeqLM":
         mapping["AutoModel"] = f"{MODELING_FILE}.XLSTMModel"

@@ -17,17 +17,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.distributed.parallel_utils import replace_layer_number_by_wildcard
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import Seq2SeqLMOutput, SequenceClassifierOutput, TokenClassifierOutput
-from transformers.models.bart.modeling_bart import shift_tokens_right
+from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .cache import BlockState, LayerState, XLSTMCache, check_cache
-from .checkpoint_mapping import (
-    is_transformers_xlstm_checkpoint,
-    load_converted_weights,
-    read_transformers_xlstm_checkpoint,
-)
+from .checkpoint_mapping import is_transformers_xlstm_checkpoint, load_transformers_xlstm_checkpoint
 from .checkpointing import HUB_KWARGS, CheckpointMixin
 from .configuration_xlstm import XLSTMConfig
 from .decoding import ACTIVATIONS, Activation, BlockKind, CompiledDecoding
@@ -36,7 +31,6 @@ from .input_checks import (
     LOSS_KWARGS,
     check_attention_mask,
     check_class_labels,
-    check_decoder_inputs,
     check_embeddings,
     check_every_row_has_a_real_step,
     check_finite,
@@ -740,7 +734,23 @@ class XLSTMModel(CompiledDecoding, XLSTMPreTrainedModel):
         return self.embedding_dropout(inputs_embeds.to(self.dtype))  # float64 from numpy, say
 
 
-class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
+class XLSTMLMGenerationMixin(XLSTMGenerationMixin):
+    """What the heads that predict tokens share: `generate`, and the logits of the LM head (`self.lm_head`, tied
+    to the embedding with `tie_word_embeddings`), soft-capped, and their loss. (transformers knows a generating
+    model by a base class whose name ends in GenerationMixin.)"""
+
+    def logits_and_loss(
+        self, hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor, labels: torch.Tensor | None,
+        loss_kwargs: dict,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states [B, T, hidden] -> (logits [B, T', vocab] at the kept positions, loss or None)."""
+        logits = soft_cap(self.lm_head(keep_positions(hidden_states, logits_to_keep)), self.config.logit_soft_cap)
+        if labels is None:
+            return logits, None
+        return logits, self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **loss_kwargs)
+
+
+class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMLMGenerationMixin):
     """xLSTM language model: the block stack and a (optionally tied, optionally soft-capped) LM head."""
 
     _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
@@ -761,31 +771,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if args or not is_transformers_xlstm_checkpoint(pretrained_model_name_or_path, **hub_kwargs):
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        unsupported = sorted(set(kwargs) - set(HUB_KWARGS) - {"dtype", "torch_dtype", "strict"})
-        if unsupported:
-            raise TypeError(
-                f"{unsupported} are not supported when loading a built-in transformers xLSTM checkpoint; convert "
-                "it once with scripts/convert_transformers_xlstm.py, then load the result with any arguments."
-            )
-        config, weights = read_transformers_xlstm_checkpoint(pretrained_model_name_or_path, **hub_kwargs)
-        model = cls(config)
-        load_converted_weights(model, weights)
-        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
-        if dtype not in (None, "auto"):
-            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-        return model.eval()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.backbone.get_input_embeddings()
-
-    def set_input_embeddings(self, new_embeddings: nn.Embedding):
-        self.backbone.set_input_embeddings(new_embeddings)
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings: nn.Linear):
-        self.lm_head = new_embeddings
+        return load_transformers_xlstm_checkpoint(cls, pretrained_model_name_or_path, kwargs, HUB_KWARGS)
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @deprecate_kwarg("cache_params", "5.40.0", new_name="cache")
@@ -825,11 +811,7 @@ class XLSTMForCausalLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
             output_hidden_states=output_hidden_states,
             **packing,
         )
-        hidden_states = keep_positions(outputs.last_hidden_state, logits_to_keep)
-        logits = soft_cap(self.lm_head(hidden_states), self.config.logit_soft_cap)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **loss_kwargs)
+        logits, loss = self.logits_and_loss(outputs.last_hidden_state, logits_to_keep, labels, loss_kwargs)
         return XLSTMCausalLMOutput(
             loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
         )
@@ -852,12 +834,6 @@ class XLSTMClassifierBase(XLSTMPreTrainedModel):
         self.backbone = XLSTMModel(config)
         self.value_embedding = None if config.vocab_size else nn.Linear(config.num_input_channels, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
-
-    def get_input_embeddings(self) -> nn.Embedding | None:
-        return self.backbone.get_input_embeddings()
-
-    def set_input_embeddings(self, new_embeddings: nn.Embedding):
-        self.backbone.set_input_embeddings(new_embeddings)
 
     def encode(
         self, input_ids, attention_mask, inputs_embeds, past_values, output_hidden_states, packing: dict | None = None
@@ -983,139 +959,11 @@ class XLSTMForTokenClassification(XLSTMClassifierBase):
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Encoder-decoder
-# ---------------------------------------------------------------------------------------------------
-
-
-class XLSTMDecoder(XLSTMModel):
-    """The decoder of `XLSTMForSeq2SeqLM`: causal blocks that also read the encoder outputs through
-    cross-attention (`config.add_cross_attention`), over target vectors embedded by the encoder's embedding."""
-
-
-class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, XLSTMGenerationMixin):
-    """Sequence to sequence: a bidirectional xLSTM encoder over the source and a causal xLSTM decoder whose
-    blocks read the encoder outputs through cross-attention, so a long source is not squeezed into one
-    state. Source and target share the token embedding (and the LM head with `tie_word_embeddings`).
-
-    Its base model is the encoder (`base_model_prefix`): an `XLSTMModel` checkpoint loads into it, the decoder
-    and the LM head starting anew.
-    """
-
-    base_model_prefix = "encoder"
-    _tied_weights_keys = {"lm_head.weight": "encoder.embeddings.weight"}
-    _fsdp_plan = {"lm_head": "keep_full_weight"}
-
-    def __init__(self, config: XLSTMConfig):
-        config.is_encoder_decoder = True
-        super().__init__(config)
-        if not config.vocab_size:
-            raise ValueError("XLSTMForSeq2SeqLM needs a vocabulary; set config.vocab_size.")
-        self.encoder = XLSTMModel(config.encoder_config())
-        self.decoder = XLSTMDecoder(config.decoder_config())
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.loss_type = "ForMaskedLM"  # the labels are aligned with the logits: cross-entropy without shift
-        self.post_init()
-
-    def get_encoder(self, modality: str | None = None) -> XLSTMModel:
-        """The encoder (of text: the only modality this model has)."""
-        return self.encoder
-
-    def get_decoder(self) -> XLSTMDecoder:
-        return self.decoder
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.encoder.get_input_embeddings()
-
-    def set_input_embeddings(self, new_embeddings: nn.Embedding):
-        self.encoder.set_input_embeddings(new_embeddings)
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings: nn.Linear):
-        self.lm_head = new_embeddings
-
-    def prepare_decoder_input_ids_from_labels(self, labels: torch.LongTensor) -> torch.LongTensor:
-        """Teacher forcing: the labels shifted right behind `decoder_start_token_id` (-100 becomes padding)."""
-        if self.config.decoder_start_token_id is None or self.config.pad_token_id is None:
-            raise ValueError("Set config.decoder_start_token_id and config.pad_token_id to train from labels.")
-        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
-
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
-    @deprecate_kwarg("cache_params", "5.40.0", new_name="cache")
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.LongTensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        encoder_outputs: XLSTMModelOutput | tuple | None = None,
-        cache: XLSTMCache | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        decoder_inputs_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_hidden_states: bool | None = None,
-        logits_to_keep: int = 0,
-        **kwargs,
-    ) -> Seq2SeqLMOutput:
-        r"""
-        input_ids, attention_mask: the source [B, S] and its padding; or `encoder_outputs` computed before.
-        decoder_input_ids, decoder_attention_mask: the target so far [B, T]; made from `labels` when absent.
-        labels: [B, T] target tokens, -100 where ignored.
-        cache: the decoder's recurrent state and cross-attention keys/values, to continue decoding from.
-        kwargs: what transformers' loss takes (`num_items_in_batch`, `ignore_index`).
-        """
-        check_unused_kwargs(self, kwargs, LOSS_KWARGS)
-        source = input_rows_and_steps(encoder_outputs[0] if encoder_outputs is not None else None, input_ids,
-                                      inputs_embeds)
-        if source is not None and attention_mask is not None:  # the cross-attention's mask: exactly [B, S]
-            check_attention_mask("attention_mask", attention_mask, *source, exact=True)
-        check_decoder_inputs(source[0] if source else None, decoder_input_ids, decoder_inputs_embeds,
-                             decoder_attention_mask, labels, self.config.vocab_size, self.config.hidden_size)
-        if encoder_outputs is None:
-            encoder_outputs = self.encoder(
-                input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                output_hidden_states=output_hidden_states,
-            )
-        elif not isinstance(encoder_outputs, XLSTMModelOutput):
-            encoder_outputs = XLSTMModelOutput(*encoder_outputs)
-        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
-            decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
-        if decoder_inputs_embeds is None:
-            decoder_inputs_embeds = self.get_input_embeddings()(decoder_input_ids)
-        decoder_outputs = self.decoder(
-            attention_mask=decoder_attention_mask,
-            inputs_embeds=decoder_inputs_embeds,
-            cache=cache,
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            encoder_hidden_states=encoder_outputs.last_hidden_state,
-            encoder_attention_mask=attention_mask,
-        )
-        hidden_states = keep_positions(decoder_outputs.last_hidden_state, logits_to_keep)
-        logits = soft_cap(self.lm_head(hidden_states), self.config.logit_soft_cap)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
-        return Seq2SeqLMOutput(
-            loss=loss,
-            logits=logits,
-            cache=decoder_outputs.cache,
-            decoder_hidden_states=decoder_outputs.hidden_states,
-            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
-            encoder_hidden_states=encoder_outputs.hidden_states,
-        )
-
-
 __all__ = [
+    "XLSTMLMGenerationMixin",
     "XLSTMCache",
-    "XLSTMDecoder",
     "XLSTMCausalLMOutput",
     "XLSTMForCausalLM",
-    "XLSTMForSeq2SeqLM",
     "XLSTMForSequenceClassification",
     "XLSTMForTokenClassification",
     "XLSTMModel",

@@ -16,11 +16,16 @@ from typing import Literal
 
 import torch
 
-from . import compiled, peers
+from . import compiled
 from .conv import causal_conv1d as causal_conv1d_reference
 from .exportable import mlstm_chunkwise_reference, slstm_reference
 from .extension import extension_has_cuda, extension_status
 from .mlstm import MLSTMState, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent, mlstm_step, zero_mlstm_state
+from .peers import GPU_KERNELS, describe, why_not
+from .peers import Call as PeerCall
+from .peers import mlstm_chunkwise as peer_mlstm_chunkwise
+from .peers import mlstm_step as peer_mlstm_step
+from .peers import slstm as peer_slstm
 from .slstm import SLSTMState, slstm_recurrent, zero_slstm_state
 
 MLSTMForm = Literal["chunkwise", "parallel", "recurrent"]
@@ -29,6 +34,7 @@ OPS = ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent", "mlstm_step", "sl
 
 _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recurrent": mlstm_recurrent}
 _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1d": causal_conv1d_reference}
+_PEER_KERNELS = {"mlstm_step": peer_mlstm_step, "slstm": peer_slstm}
 _COMPILED = tuple(_REFERENCES)  # each has a compiled kernel of the same name in ops.compiled
 # decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
 _COMPILED_ON_CPU = (*_COMPILED, "decode_step")
@@ -39,7 +45,7 @@ CUDA_KERNELS_VALIDATED = False
 
 
 def choose_backend(
-    op: str, device: torch.device, requested: str = "auto", call: peers.Call | None = None
+    op: str, device: torch.device, requested: str = "auto", call: PeerCall | None = None
 ) -> tuple[str, str]:
     """(backend, why) for running `op` on `device` when `requested` is asked for; `call` says what the call
     needs, which decides whether a peer's kernel can run it (None: a plain call). An explicit request
@@ -71,32 +77,32 @@ def choose_backend(
     return "native", f"the compiled kernels are unavailable: {why}"
 
 
-def _peer_or_native(op: str, call: peers.Call | None, why_not_ours: str) -> tuple[str, str]:
+def _peer_or_native(op: str, call: PeerCall | None, why_not_ours: str) -> tuple[str, str]:
     """"auto" on a GPU where our CUDA kernels do not run: the peers' kernel where it can run the call."""
-    why_not = peers.why_not(op, call)
-    if why_not is None:
-        return "peers", f"{peers.describe(op)}; {why_not_ours}"
-    return "native", f"{why_not_ours}; {why_not}"
+    reason = why_not(op, call)
+    if reason is None:
+        return "peers", f"{describe(op)}; {why_not_ours}"
+    return "native", f"{why_not_ours}; {reason}"
 
 
-def _peer_backend(op: str, device: torch.device, call: peers.Call | None) -> tuple[str, str]:
+def _peer_backend(op: str, device: torch.device, call: PeerCall | None) -> tuple[str, str]:
     """The choice for backend="peers": their kernel, our reference for ops they have none for, or an error."""
     if device.type != "cuda":
         raise ValueError(f"backend='peers' runs GPU kernels, not on {device.type} inputs; use 'auto' or 'native'.")
-    if op not in peers.GPU_KERNELS:
+    if op not in GPU_KERNELS:
         return "native", "no peer has a kernel for this op"
-    why_not = peers.why_not(op, call)
-    if why_not is not None:
-        raise RuntimeError(f"backend='peers' was asked for, but {why_not}; backend='auto' runs the PyTorch ops there.")
-    return "peers", peers.describe(op)
+    reason = why_not(op, call)
+    if reason is not None:
+        raise RuntimeError(f"backend='peers' was asked for, but {reason}; backend='auto' runs the PyTorch ops there.")
+    return "peers", describe(op)
 
 
 def _call(
     device: torch.device, inputs: tuple[torch.Tensor, ...], initial_state: tuple[torch.Tensor, ...] | None,
     mask: torch.Tensor | None, head_dim: int, option: str | None = None, forget: torch.Tensor | None = None,
-) -> peers.Call | None:
+) -> PeerCall | None:
     """What a call asks, which decides whether a peer's kernel can run it; None off GPUs, where none runs.
-    `forget`: the mLSTM forget pre-activations of a sequence (see peers.Call)."""
+    `forget`: the mLSTM forget pre-activations of a sequence (see PeerCall)."""
     if device.type != "cuda":
         return None
     dtype = inputs[0].dtype
@@ -104,16 +110,16 @@ def _call(
         dtype = torch.promote_types(dtype, tensor.dtype)
     state = initial_state if initial_state is not None else ()
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (*inputs, *state))
-    return peers.Call(dtype=dtype, head_dim=head_dim, padded=mask is not None, grad=grad, option=option,
-                      forget=forget)
+    return PeerCall(dtype=dtype, head_dim=head_dim, padded=mask is not None, grad=grad, option=option,
+                    forget=forget)
 
 
-def _kernel(op: str, device: torch.device, requested: str, call: peers.Call | None = None):
+def _kernel(op: str, device: torch.device, requested: str, call: PeerCall | None = None):
     backend, _ = choose_backend(op, device, requested, call)
     if torch.onnx.is_in_onnx_export():  # ONNX knows the PyTorch operations the reference is made of, not ours
         backend = "native"
     if backend == "peers":
-        return getattr(peers, op)
+        return _PEER_KERNELS[op]
     return _REFERENCES[op] if backend == "native" else getattr(compiled, op)
 
 
@@ -152,7 +158,7 @@ def mlstm(
         return h[:, :, None], state
     chosen, _ = choose_backend(f"mlstm_{form}", q.device, backend, call)  # a request that cannot be met raises
     if chosen == "peers":
-        return peers.mlstm_chunkwise(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps)
+        return peer_mlstm_chunkwise(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps)
     kwargs = {"chunk_size": chunk_size} if form == "chunkwise" else {}
     if chosen == "cuda" and q.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
         torch.onnx.is_in_onnx_export()
@@ -182,8 +188,8 @@ def slstm(
     option = "bf16_rounding" if bf16_rounding else "packed rows" if resets is not None else None
     call = _call(gates_x.device, (gates_x, recurrent_kernel, bias), initial_state, mask, gates_x.shape[-1], option)
     kernel = _kernel("slstm", gates_x.device, backend, call)
-    if kernel is peers.slstm:
-        return peers.slstm(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state)
+    if kernel is _PEER_KERNELS["slstm"]:  # no rounding, no packed rows (the choice saw to it)
+        return kernel(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state)
     if kernel is slstm_recurrent and _as_one_operator() and resets is None:
         state = initial_state if initial_state is not None else zero_slstm_state(gates_x)
         h, *state = slstm_reference(gates_x, recurrent_kernel, bias, mask, *state, bf16_rounding)

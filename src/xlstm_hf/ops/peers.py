@@ -83,6 +83,12 @@ class Call:
 
 
 @cache
+def _peer(module: str):
+    """A peer's module, imported on first use (through importlib: a checkpoint's own code must not name packages
+    it does not need, which transformers checks before loading it)."""
+    return importlib.import_module(module)
+
+
 def package_status(package: str) -> tuple[bool, str]:
     """(usable, what is installed or why not) for a peer package; imports it on the first call."""
     try:
@@ -166,8 +172,7 @@ def mlstm_chunkwise(
     "chunkwise--triton_xl_chunk", "chunkwise--triton_limit_chunk", or "chunkwise--native_custbw", their
     PyTorch twin); same arguments and results, the chunks are the kernel's own; `f` must not mark packed-row
     starts (see the module docstring)."""
-    from mlstm_kernels.torch import get_mlstm_kernel
-
+    get_mlstm_kernel = _peer("mlstm_kernels.torch").get_mlstm_kernel
     _refuse_autograd("mlstm_chunkwise", q, k, v, i, f)
     T = q.shape[2]
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
@@ -205,8 +210,7 @@ def mlstm_step(
 ) -> tuple[torch.Tensor, MLSTMState]:
     """`ops.mlstm.mlstm_step` without autograd through an mlstm_kernels step kernel (`kernel`: "triton", or
     "native", its PyTorch twin); same arguments and results."""
-    from mlstm_kernels.torch import get_mlstm_step_kernel
-
+    get_mlstm_step_kernel = _peer("mlstm_kernels.torch").get_mlstm_step_kernel
     _refuse_autograd("mlstm_step", q, k, v, i, f, *state)
     C, n, m = state
     dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
@@ -258,8 +262,7 @@ def slstm(
 ) -> tuple[torch.Tensor, SLSTMState]:
     """`ops.slstm.slstm_recurrent` without autograd through flashrnn (`backend`: "triton_fused", or "vanilla",
     its PyTorch twin); same arguments and results, without padding. It computes in the dtype of `gates_x`."""
-    from flashrnn import flashrnn
-
+    flashrnn = _peer("flashrnn").flashrnn
     _refuse_autograd("slstm", gates_x, recurrent_kernel, bias, *(initial_state or ()))
     if mask is not None:
         raise ValueError("mask: flashrnn has no padding; run padded inputs with backend='native' or 'auto'.")

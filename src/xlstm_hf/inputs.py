@@ -49,7 +49,7 @@ def embed_past_values(
         raise ValueError(f"past_values has shape {tuple(past_values.shape)}; expected [batch, length, "
                          f"num_input_channels={value_embedding.in_features}] with at least one row and one step.")
     if attention_mask is not None:
-        check_attention_mask("attention_mask", attention_mask, past_values.shape[0], past_values.shape[1])
+        check_attention_mask("attention_mask", attention_mask, past_values.shape[0], past_values.shape[1], values=False)
         padded = ~attention_mask[:, attention_mask.shape[1] - past_values.shape[1] :, None].bool()
         past_values = past_values.masked_fill(padded, 0.0)
     check_finite("past_values", past_values, "attention_mask")

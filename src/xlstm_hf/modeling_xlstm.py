@@ -885,7 +885,7 @@ class XLSTMForSequenceClassification(XLSTMClassifierBase):
         check_unused_kwargs(self, kwargs)
         rows_steps = input_rows_and_steps(input_ids, inputs_embeds, past_values)
         if rows_steps is not None and attention_mask is not None:  # the pooled steps must be real
-            check_attention_mask("attention_mask", attention_mask, *rows_steps)
+            check_attention_mask("attention_mask", attention_mask, *rows_steps, values=False)  # values: by the stack
             check_every_row_has_a_real_step("attention_mask", attention_mask, rows_steps[1])
         if rows_steps is not None and labels is not None:
             check_sequence_labels(labels, rows_steps[0], self.num_labels, self.config.problem_type)

@@ -93,7 +93,7 @@ class XLSTMForSeq2SeqLM(XLSTMPreTrainedModel, XLSTMLMGenerationMixin):
         source = input_rows_and_steps(encoder_outputs[0] if encoder_outputs is not None else None, input_ids,
                                       inputs_embeds)
         if source is not None and attention_mask is not None:  # the cross-attention's mask: exactly [B, S]
-            check_attention_mask("attention_mask", attention_mask, *source, exact=True)
+            check_attention_mask("attention_mask", attention_mask, *source, exact=True, values=False)
         check_decoder_inputs(source[0] if source else None, decoder_input_ids, decoder_inputs_embeds,
                              decoder_attention_mask, labels, self.config.vocab_size, self.config.hidden_size)
         if encoder_outputs is None:

@@ -73,14 +73,18 @@ def test_export_of_the_encoder_decoder():
                                rtol=0, atol=0)
 
 
-def test_export_of_the_forecaster():
+def forecaster_and_inputs() -> tuple[XLSTMForTimeSeriesPrediction, tuple[torch.Tensor, torch.Tensor]]:
     torch.manual_seed(0)
     config = XLSTMConfig(hidden_size=32, num_hidden_layers=2, num_heads=2, layer_types=["mlstm", "slstm"],
                          chunk_size=4, num_input_channels=2, context_length=32, prediction_length=8, patch_length=4,
                          patch_stride=4)
-    model = noisy(XLSTMForTimeSeriesPrediction(config))
     values, observed = torch.randn(3, 32, 2), torch.ones(3, 32, 2)
     observed[0, :5] = 0
+    return noisy(XLSTMForTimeSeriesPrediction(config)), (values, observed)
+
+
+def test_export_of_the_forecaster():
+    model, (values, observed) = forecaster_and_inputs()
     program = export(model, (values, observed))
     torch.testing.assert_close(program.module()(values, observed).prediction_outputs,
                                model(values, observed).prediction_outputs, rtol=0, atol=0)
@@ -138,3 +142,8 @@ def onnx_round_trip(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], tm
 @pytest.mark.parametrize("head", [XLSTMForCausalLM, XLSTMForSequenceClassification], ids=lambda head: head.__name__)
 def test_onnx_export_runs_in_onnxruntime_with_the_eager_outputs(head, tmp_path):
     onnx_round_trip(token_model(head, "neurips-mixed"), padded_batch(2, 11), tmp_path)
+
+
+def test_onnx_export_of_the_forecaster_runs_in_onnxruntime(tmp_path):
+    model, inputs = forecaster_and_inputs()
+    onnx_round_trip(model, inputs, tmp_path)

@@ -185,13 +185,13 @@ def check_every_row_has_a_real_step(name: str, attention_mask: torch.Tensor, len
         )
 
 
-def check_finite(name: str, values: torch.Tensor, mask_name: str) -> None:
+def check_finite(name: str, values: torch.Tensor, mask_name: str, positions: str = "real (unmasked)") -> None:
     """No NaN or inf in `values` (whose masked positions the caller has filled)."""
     if skip_value_checks():
         return
     if not bool(torch.isfinite(values).all()):
         raise ValueError(
-            f"{name} holds NaN or inf at real (unmasked) positions; replace them, or mark those positions "
+            f"{name} holds NaN or inf at {positions} positions; replace them, or mark those positions "
             f"with 0 in {mask_name}."
         )
 

@@ -28,7 +28,7 @@ from transformers.time_series_utils import NegativeBinomialOutput, NormalOutput,
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_xlstm import XLSTMConfig
-from .input_checks import check_binary_mask, check_positive_int, require_tensor
+from .input_checks import check_binary_mask, check_finite, check_positive_int, require_tensor
 from .modeling_xlstm import HUB_KWARGS, XLSTMCache, XLSTMModel, XLSTMPreTrainedModel
 from .tirex import find_tirex_checkpoint, load_tirex, route_auto_class
 
@@ -151,11 +151,7 @@ def check_observed_mask(prefix: str, values: torch.Tensor, mask: torch.Tensor | 
     else:
         check_binary_mask(f"{prefix}_observed_mask", mask, "1 where observed and 0 where missing")
     mask = mask.bool()
-    if not torch.isfinite(values[mask]).all():
-        raise ValueError(
-            f"{prefix}_values holds NaN or inf at observed positions; mark those positions missing "
-            f"with 0 in {prefix}_observed_mask."
-        )
+    check_finite(f"{prefix}_values", values.masked_fill(~mask, 0.0), f"{prefix}_observed_mask", "observed")
     return mask
 
 

@@ -6,11 +6,11 @@ import difflib
 import math
 
 from huggingface_hub.dataclasses import strict
-from huggingface_hub.errors import StrictDataclassFieldValidationError
-from transformers import PreTrainedConfig, configuration_utils
+from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 from transformers.utils import logging
 
+from ._compat import allow_layer_types, raise_type_errors_for_fields
 from .ops import BACKENDS
 
 logger = logging.get_logger(__name__)
@@ -23,9 +23,7 @@ TIME_SERIES_LOSSES = ("mse", "nll", "quantile")
 FORECASTERS = ("direct", "tirex")
 DISTRIBUTIONS = ("student_t", "normal", "negative_binomial")
 
-# transformers' base config checks `layer_types` against the attention layer types it knows wherever it reads
-# a config.json without the model's class (Trainer does, resuming from a checkpoint): ours join that list.
-configuration_utils.ALLOWED_ATTN_LAYER_TYPES = (*configuration_utils.ALLOWED_ATTN_LAYER_TYPES, *LAYER_TYPES)
+allow_layer_types(LAYER_TYPES)  # see _compat.py
 
 # Values that the field `None` stands for, per block family: the official NeurIPS blocks and the
 # xLSTM-Large (7B) block.
@@ -418,21 +416,7 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-_strict_setattr = XLSTMConfig.__setattr__
-
-
-def _setattr_raising_type_error(self, name: str, value) -> None:
-    """`@strict`'s type check of a field, as a TypeError that names the field."""
-    try:
-        _strict_setattr(self, name, value)
-    except StrictDataclassFieldValidationError as error:
-        declared = self.__dataclass_fields__[name].type
-        declared = getattr(declared, "__name__", None) if isinstance(declared, type) else str(declared)
-        raise TypeError(f"{name}={value!r} does not have the field's type {declared}; pass a value of that "
-                        "type (see XLSTMConfig's docstring).") from error
-
-
-XLSTMConfig.__setattr__ = _setattr_raising_type_error
+raise_type_errors_for_fields(XLSTMConfig)
 
 
 __all__ = ["XLSTMConfig"]

@@ -27,10 +27,11 @@ from transformers.models.patchtst.modeling_patchtst import PatchTSTScaler, nll, 
 from transformers.time_series_utils import NegativeBinomialOutput, NormalOutput, StudentTOutput
 from transformers.utils import ModelOutput, can_return_tuple
 
+from ._compat import route_tirex_checkpoints
 from .configuration_xlstm import XLSTMConfig
 from .input_checks import check_binary_mask, check_finite, check_positive_int, require_tensor
 from .modeling_xlstm import HUB_KWARGS, XLSTMCache, XLSTMModel, XLSTMPreTrainedModel
-from .tirex import find_tirex_checkpoint, load_tirex, route_auto_class
+from .tirex import find_tirex_checkpoint, load_tirex
 
 DISTRIBUTION_OUTPUTS = {
     "student_t": StudentTOutput, "normal": NormalOutput, "negative_binomial": NegativeBinomialOutput
@@ -656,7 +657,8 @@ class XLSTMForTimeSeriesPrediction(XLSTMPreTrainedModel):
         return num_samples
 
 
-route_auto_class(AutoModelForTimeSeriesPrediction, XLSTMForTimeSeriesPrediction)
+route_tirex_checkpoints(AutoModelForTimeSeriesPrediction, XLSTMForTimeSeriesPrediction, find_tirex_checkpoint,
+                        HUB_KWARGS)
 
 __all__ = [
     "XLSTMForTimeSeriesPrediction",

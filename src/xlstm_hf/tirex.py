@@ -230,22 +230,4 @@ def load_tirex(model_class, checkpoint: str, **kwargs):
     return model.eval()
 
 
-def route_auto_class(auto_class, model_class) -> None:
-    """Make `auto_class.from_pretrained` (AutoModelForTimeSeriesPrediction) load TiRex checkpoints into
-    `model_class`, which has no config.json for the Auto class to read; everything else loads as before."""
-    if getattr(auto_class.from_pretrained, "loads_tirex", False):
-        return
-    regular = auto_class.from_pretrained.__func__
-
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
-        if not args and find_tirex_checkpoint(pretrained_model_name_or_path, **hub_kwargs) is not None:
-            return model_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        return regular(cls, pretrained_model_name_or_path, *args, **kwargs)
-
-    from_pretrained.loads_tirex = True
-    from_pretrained.__doc__ = regular.__doc__
-    auto_class.from_pretrained = classmethod(from_pretrained)
-
-
 __all__ = ["find_tirex_checkpoint", "load_tirex", "read_tirex_checkpoint", "tirex_weights"]

@@ -1,4 +1,4 @@
-"""XLSTMConfig: one configuration for both xLSTM block families (DESIGN.md 1.6)."""
+"""XLSTMConfig: one configuration for both xLSTM block families (docs/design.md 1.6)."""
 
 import copy
 import dataclasses

@@ -1,6 +1,6 @@
 """PyTorch xLSTM for transformers: layers, blocks, the recurrent cache, the base model and the LM head.
 
-Both block families of DESIGN.md 1.6 are built from the same parts: a block is
+Both block families of docs/design.md 1.6 are built from the same parts: a block is
 `x + mixer(norm(x))`, then `x + ffn(ffn_norm(x))` where the block has a feed-forward, and the mixer is
 one of `MLSTMLayer` (NeurIPS), `MLSTMLargeLayer` (xLSTM-7B) or `SLSTMLayer`. The recurrences live in
 `xlstm_hf.ops`.
@@ -533,7 +533,7 @@ class XLSTMPreTrainedModel(CheckpointMixin, PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
-        """The official initialisation (DESIGN.md 1.6), decided by the module that owns each parameter:
+        """The official initialisation (docs/design.md 1.6), decided by the module that owns each parameter:
         small init for input maps, depth-scaled (Wang) init for maps into the residual stream."""
         d = self.config.hidden_size
         if isinstance(module, GateProjection):

@@ -1,4 +1,4 @@
-// One mLSTM step (DESIGN.md 1.1) for every (batch row, head) pair: the arithmetic of the decoding step,
+// One mLSTM step (docs/design.md 1.1) for every (batch row, head) pair: the arithmetic of the decoding step,
 // shared by the mlstm_step op (mlstm_cpu.cpp) and the whole-block step (decode_cpu.cpp). It reads and
 // writes the matrix memory once, parallel over the pairs. Layouts as in the PyTorch reference
 // (src/xlstm_hf/ops/mlstm/recurrent.py): C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H], h [B, H, Dv];

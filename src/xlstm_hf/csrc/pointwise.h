@@ -1,4 +1,4 @@
-// Per-element math of the xLSTM cells (DESIGN.md 1.1, 1.4), shared by the CPU kernels and, through
+// Per-element math of the xLSTM cells (docs/design.md 1.1, 1.4), shared by the CPU kernels and, through
 // XLSTM_HD, by CUDA kernels. Every function mirrors a line of the PyTorch reference in
 // src/xlstm_hf/ops, so that the kernels compute the same function and the tests can hold them to it.
 //

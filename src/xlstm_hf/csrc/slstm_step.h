@@ -1,4 +1,4 @@
-// One sLSTM step (DESIGN.md 1.4) of one (batch row, head) pair on the CPU: the gate pre-activations
+// One sLSTM step (docs/design.md 1.4) of one (batch row, head) pair on the CPU: the gate pre-activations
 // with the recurrent matrix, then the cell in SIMD vectors. Shared by the sequence kernels
 // (slstm_cpu.cpp) and the whole-block decoding step (decode_cpu.cpp).
 #pragma once

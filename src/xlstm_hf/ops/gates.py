@@ -1,6 +1,6 @@
 """Gate preparation shared by every form of the recurrences.
 
-Padding (DESIGN.md 1.5) is an identity step: for the mLSTM that is `log f = 0` and `i = -inf`. A true
+Padding (docs/design.md 1.5) is an identity step: for the mLSTM that is `log f = 0` and `i = -inf`. A true
 `-inf` turns `-inf - (-inf)` into NaN inside the stabiliser, so a large negative finite value stands in.
 """
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 # log-space "minus infinity": exp() of it and of its differences with finite values is exactly 0
 MASKED_LOG_GATE = -1e30
 
-# The mLSTM normaliser's floor exp(-m) (DESIGN.md 1.1) is capped at exp(80) (about 5.5e34). Uncapped it
+# The mLSTM normaliser's floor exp(-m) (docs/design.md 1.1) is capped at exp(80) (about 5.5e34). Uncapped it
 # overflows float32 below m = -88.7 (input gates below about -89 over a forgotten memory): the output is
 # still 0 = C^T q / inf, but the gradient of exp there is 0 * inf = NaN. Above the cap the floor outweighs
 # |n^T q| (n in stabilised units is at most steps * |k|) by far, so the cap only leaves h at 1.8e-35 times its

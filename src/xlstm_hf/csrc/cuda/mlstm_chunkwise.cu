@@ -1,4 +1,4 @@
-// The chunkwise mLSTM (DESIGN.md 1.3) forward on the GPU, in two launches (the backward:
+// The chunkwise mLSTM (docs/design.md 1.3) forward on the GPU, in two launches (the backward:
 // mlstm_chunkwise_backward.cu):
 //   1. the memory entering every chunk: one block per (batch row, head, 32 x 32 tile of C), walking the
 //      chunks in order; each chunk adds its keys and values weighted by their gates in one product;

@@ -1,4 +1,4 @@
-// One mLSTM step (DESIGN.md 1.1) for all heads of a layer in one launch: the decoding step. One block per
+// One mLSTM step (docs/design.md 1.1) for all heads of a layer in one launch: the decoding step. One block per
 // (batch row, head); its threads own columns of the matrix memory C [Dqk, Dv], which is read and written
 // once, coalesced, so the step runs at memory bandwidth. No allocation and no host synchronisation: it
 // can be captured in a CUDA graph.

@@ -1,4 +1,4 @@
-"""mLSTM, chunkwise form (DESIGN.md 1.3), and the parallel form as its one-chunk case (DESIGN.md 1.2).
+"""mLSTM, chunkwise form (docs/design.md 1.3), and the parallel form as its one-chunk case (docs/design.md 1.2).
 
 The sequence is cut into chunks of L steps. A loop over chunks carries the matrix memory `(C, n, m)`
 from chunk to chunk; inside every chunk the outputs come from an attention-like product over the

@@ -1,4 +1,4 @@
-"""The backward of the chunkwise mLSTM written out (DESIGN.md 1.3): the gradients autograd takes through
+"""The backward of the chunkwise mLSTM written out (docs/design.md 1.3): the gradients autograd takes through
 `mlstm_chunkwise`, as explicit products per chunk plus one reverse loop over chunks for the memory.
 
 It is the specification of the CUDA backward kernel (csrc/cuda) and is held to autograd in float64 by

@@ -1,4 +1,4 @@
-"""mLSTM, recurrent form (DESIGN.md 1.1): one step, and a loop of steps as the sequence reference."""
+"""mLSTM, recurrent form (docs/design.md 1.1): one step, and a loop of steps as the sequence reference."""
 
 import torch
 

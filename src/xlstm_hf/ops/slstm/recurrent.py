@@ -1,4 +1,4 @@
-"""sLSTM, the sequential cell with memory mixing (DESIGN.md 1.4): one step, and the loop over a sequence.
+"""sLSTM, the sequential cell with memory mixing (docs/design.md 1.4): one step, and the loop over a sequence.
 
 Per unit the state is `(h, c, n, m)`. An empty memory (n = 0, as in the zero initial state) restarts
 the stabiliser at the input gate, `m_t = i_t`, as the official cell does on its first step; every

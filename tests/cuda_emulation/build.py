@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 INCLUDE = HERE / "include"
 CSRC = HERE.parents[1] / "src" / "xlstm_hf" / "csrc"
 CUDA = CSRC / "cuda"
-ROOT = Path(get_default_build_root()) / "xlstm_hf_cuda_emulation"
+ROOT = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / "xlstm_hf_cuda_emulation"
 SANITIZERS = ("address", "thread")
 
 

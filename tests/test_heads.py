@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from padding import pad_batch
+from references import beam_search_reference
 from safetensors.torch import load_file
+from tiny_models import PAD, VOCAB, noisy, tiny_config
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from torch.testing import assert_close
@@ -28,52 +30,37 @@ from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from xlstm_hf import (
     XLSTMCache,
-    XLSTMConfig,
     XLSTMForSeq2SeqLM,
     XLSTMForSequenceClassification,
     XLSTMForTokenClassification,
     XLSTMModel,
 )
 
-VOCAB = 50
-PAD, BOS, EOS = 0, 1, 2
+BOS, EOS = 1, 2
 CHUNK = 8
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
-FAMILIES = {
-    "neurips": {"block_family": "neurips", "layer_types": ["mlstm", "slstm"]},
-    "large": {"block_family": "large", "layer_types": ["slstm", "mlstm"]},
-}
+FAMILIES = {"neurips": "neurips-mixed", "large": "large-mixed"}  # patterns of tests/tiny_models.py
 DIRECTIONS = {"causal": {}, "bidirectional": {"bidirectional": True}}
-ENCODER_LAYER_TYPES = ["mlstm", "slstm", "mlstm"]  # the seq2seq encoder differs from the decoder on purpose
-
-
-def tiny_config(family: str = "neurips", **overrides) -> XLSTMConfig:
-    kwargs = {
-        "vocab_size": VOCAB, "hidden_size": 32, "num_heads": 2, "chunk_size": CHUNK,
-        "pad_token_id": PAD, "bos_token_id": BOS, "decoder_start_token_id": BOS,
-        **FAMILIES[family], **overrides,
-    }
-    return XLSTMConfig(num_hidden_layers=len(kwargs["layer_types"]), **kwargs)
+ENCODER_LAYER_TYPES = ["slstm", "mlstm"]  # the seq2seq encoder differs from the decoder on purpose
 
 
 def make_model(model_class, family: str = "neurips", **overrides):
     """A random model in eval mode, every parameter moved by N(0, 0.05) noise."""
     torch.manual_seed(0)
-    model = model_class(tiny_config(family, **overrides))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    return model.eval()
+    config = tiny_config(FAMILIES[family], bos_token_id=BOS, decoder_start_token_id=BOS, **overrides)
+    return noisy(model_class(config))
+
+
+def random_ids(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Token ids that are never a special token."""
+    return torch.randint(3, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
 
 
 def make_seq2seq(family: str = "neurips", **overrides) -> XLSTMForSeq2SeqLM:
     return make_model(XLSTMForSeq2SeqLM, family, encoder_layer_types=ENCODER_LAYER_TYPES, **overrides)
 
 
-def random_ids(*shape: int, seed: int = 0) -> torch.Tensor:
-    """Token ids that are never a special token."""
-    return torch.randint(3, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
 
 
 def random_values(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -332,7 +319,7 @@ def test_seq2seq_structure():
     assert model.config.is_encoder_decoder
     assert model.get_encoder() is model.encoder and model.get_decoder() is model.decoder
     assert model.encoder.config.bidirectional and not model.decoder.config.bidirectional
-    assert len(model.encoder.blocks) == len(ENCODER_LAYER_TYPES) and len(model.decoder.blocks) == 2
+    assert len(model.encoder.blocks) == len(ENCODER_LAYER_TYPES) and len(model.decoder.blocks) == 3
     assert all(block.cross_attention is not None for block in model.decoder.blocks)
     assert model.decoder.get_input_embeddings() is None  # the decoder reads the encoder's embedding
 
@@ -463,22 +450,6 @@ def test_sampling_with_fixed_seed_is_reproducible(seq2seq):
     assert runs[0].shape == (3, 9) and bool(((runs[0] >= 0) & (runs[0] < VOCAB)).all())
 
 
-def beam_search_reference(model, source, mask, num_beams: int, steps: int) -> list[tuple[torch.Tensor, float]]:
-    """Beam search for one padded source row with full forwards: (decoder tokens, sum of log-probs), best first."""
-    beams = [(torch.tensor([BOS]), 0.0)]
-    for _ in range(steps):
-        candidates = []
-        for tokens, score in beams:
-            logits = model(source[None], attention_mask=mask[None], decoder_input_ids=tokens[None], use_cache=False)
-            top = logits.logits[0, -1].float().log_softmax(-1).topk(num_beams)
-            candidates += [
-                (torch.cat([tokens, token[None]]), score + logprob.item())
-                for logprob, token in zip(top.values, top.indices)
-            ]
-        beams = sorted(candidates, key=lambda candidate: -candidate[1])[:num_beams]
-    return beams
-
-
 @torch.no_grad()
 def test_beam_search_matches_manual_beam_search(seq2seq):
     assert seq2seq.generation_config.eos_token_id is None  # all beams run to the same length
@@ -489,7 +460,11 @@ def test_beam_search_matches_manual_beam_search(seq2seq):
     )
     assert out.sequences.shape == (9, 7)
     for row in range(3):
-        reference = beam_search_reference(seq2seq, source[row], mask[row], num_beams=3, steps=6)
+        def next_logits(tokens, row=row):
+            return seq2seq(source[row][None], attention_mask=mask[row][None], decoder_input_ids=tokens[None],
+                           use_cache=False).logits[0, -1]
+
+        reference = beam_search_reference(next_logits, torch.tensor([BOS]), num_beams=3, steps=6)
         for rank, (tokens, score) in enumerate(reference):
             index = 3 * row + rank
             assert torch.equal(out.sequences[index], tokens)

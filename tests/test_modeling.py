@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 import transformers
 from padding import pad_batch
+from references import beam_search_reference
 from safetensors.torch import load_file
+from tiny_models import PATTERNS, VOCAB, noisy, random_ids, tiny_config
 from torch.testing import assert_close
 from torch.utils._pytree import tree_leaves
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -19,40 +21,15 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from xlstm_hf import XLSTMCache, XLSTMConfig, XLSTMForCausalLM, XLSTMModel
 from xlstm_hf.modeling_xlstm import XLSTMRMSNorm
 
-VOCAB = 64
-PAD = 0
 CHUNK = 8
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-CONFIGS = {
-    "neurips-mlstm": {"block_family": "neurips", "layer_types": ["mlstm", "mlstm"]},
-    "neurips-mixed": {"block_family": "neurips", "layer_types": ["mlstm", "slstm", "mlstm"]},
-    "large-mlstm": {"block_family": "large", "layer_types": ["mlstm", "mlstm"]},
-    "large-mixed": {"block_family": "large", "layer_types": ["mlstm", "slstm"]},
-}
-
-
-def tiny_config(name: str, **overrides) -> XLSTMConfig:
-    kwargs = {
-        "vocab_size": VOCAB, "hidden_size": 32, "num_heads": 2, "chunk_size": CHUNK, "pad_token_id": PAD,
-        **CONFIGS[name], **overrides,
-    }
-    return XLSTMConfig(num_hidden_layers=len(kwargs["layer_types"]), **kwargs)
+CONFIGS = PATTERNS
 
 
 def make_model(name: str, **overrides) -> XLSTMForCausalLM:
     """A random model in eval mode, every parameter moved by N(0, 0.05) noise."""
     torch.manual_seed(0)
-    model = XLSTMForCausalLM(tiny_config(name, **overrides))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    return model.eval()
-
-
-def random_ids(*shape: int, seed: int = 0) -> torch.Tensor:
-    """Token ids that are never the pad id."""
-    return torch.randint(1, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
+    return noisy(XLSTMForCausalLM(tiny_config(name, **overrides)))
 
 
 def prompts_of(*lengths: int) -> list[torch.Tensor]:
@@ -189,24 +166,6 @@ def test_sampling_with_num_return_sequences(model):
 # ---- 4. beam search --------------------------------------------------------------------------------
 
 
-def beam_search_reference(model, ids, mask, num_beams: int, steps: int) -> list[tuple[torch.Tensor, float]]:
-    """Beam search over one padded prompt row with full forwards: (generated tokens, sum of log-probs),
-    best first."""
-    beams = [(ids.new_empty(0), 0.0)]
-    for _ in range(steps):
-        candidates = []
-        for tokens, score in beams:
-            sequence, sequence_mask = torch.cat([ids, tokens]), torch.cat([mask, torch.ones_like(tokens)])
-            logits = model(sequence[None], attention_mask=sequence_mask[None], use_cache=False).logits[0, -1]
-            top = logits.float().log_softmax(-1).topk(num_beams)
-            candidates += [
-                (torch.cat([tokens, token[None]]), score + logprob.item())
-                for logprob, token in zip(top.values, top.indices)
-            ]
-        beams = sorted(candidates, key=lambda candidate: -candidate[1])[:num_beams]
-    return beams
-
-
 @torch.no_grad()
 def test_beam_search_matches_manual_beam_search(model):
     assert model.config.eos_token_id is None  # all beams run to the same length
@@ -216,7 +175,11 @@ def test_beam_search_matches_manual_beam_search(model):
         output_scores=True, return_dict_in_generate=True,
     )
     for row in range(2):
-        reference = beam_search_reference(model, ids[row], mask[row], num_beams=3, steps=6)
+        def next_logits(tokens, row=row):
+            sequence, sequence_mask = torch.cat([ids[row], tokens]), torch.cat([mask[row], torch.ones_like(tokens)])
+            return model(sequence[None], attention_mask=sequence_mask[None], use_cache=False).logits[0, -1]
+
+        reference = beam_search_reference(next_logits, ids.new_empty(0), num_beams=3, steps=6)
         for rank, (tokens, score) in enumerate(reference):
             index = 3 * row + rank
             assert torch.equal(out.sequences[index], torch.cat([ids[row], tokens]))

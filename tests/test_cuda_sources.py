@@ -2,7 +2,8 @@
 target architecture and with the flags torch's extension build adds (half-precision conversions off),
 with CUDA's headers alone (no torch headers, which a CPU build of torch lacks); and every kernel fits the
 blocks it is launched with: its registers (from ptxas) for the threads of its __launch_bounds__, which
-bound the launcher's choices (a launch beyond them fails, on the GPU and in tests/test_cuda_emulation.py).
+bound the launcher's choices (a launch beyond them fails, on the GPU and in tests/test_cuda_emulation.py);
+and the sLSTM kernels read the step kinds of the CPU kernel.
 This checks compilation only; tests/test_cuda_kernels.py runs the kernels where a GPU is present.
 In CI nvcc must be there (a missing one fails); elsewhere, without it, the tests are skipped."""
 
@@ -104,3 +105,11 @@ def test_chunkwise_kernels_use_the_tensor_cores(source, shapes, tmp_path):
     assert result.returncode == 0, result.stderr
     found = set(re.findall(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.(m16n16k\d+\.[\w.]+)", ptx.read_text()))
     assert shapes <= found, f"tensor-core products missing from {source}: {sorted(shapes - found)}"
+
+
+def test_slstm_step_kinds_are_the_cpu_kernels():
+    """The CUDA sLSTM reads its uint8 mask with the values of the CPU kernel's (compiled.slstm builds one for both:
+    0 padded, 1 real, 2 a step that starts a packed sequence)."""
+    kinds = re.compile(r"enum \w+ : uint8_t \{ *([^}]*?) *\};")
+    cuda, cpu = (kinds.findall(path.read_text()) for path in (CUDA_DIR / "launch.h", CSRC / "slstm_cpu.cpp"))
+    assert cuda == cpu == ["kPadded = 0, kReal = 1, kStart = 2"]

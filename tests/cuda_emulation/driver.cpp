@@ -1,7 +1,9 @@
 // Runs the CUDA kernels on small inputs, without torch, for the builds under AddressSanitizer and
-// ThreadSanitizer: every launcher, forward and backward, with padding masks and initial states; the outputs
-// start as NaN and must come back finite. `driver [case...]`, cases: slstm-cooperative, slstm-per-pair,
-// chunkwise-float, chunkwise-bf16, step. Prints one line per case; exit status 1 where one failed.
+// ThreadSanitizer: every launcher, forward and backward, with padding masks, starts of packed sequences (the
+// sLSTM) and initial states; the outputs start as NaN and must come back finite. The slstm-packed cases also
+// check what a start means: a packed row gives what its sequences give alone. `driver [case...]`, cases:
+// slstm-cooperative, slstm-per-pair, slstm-packed-cooperative, slstm-packed-per-pair, chunkwise-float,
+// chunkwise-bf16, step. Prints one line per case; exit status 1 where one failed.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -71,13 +73,13 @@ void expect_finite(const std::vector<T>& values, const char* what) {
 }
 
 // sLSTM forward and backward, float, B = 2, H = 1, T = 3, D = 72: a cooperative launch splits each head's
-// cells over two blocks
+// cells over two blocks; step kinds: row 0 padded, real, a start; row 1 a start, real, a start
 void slstm(bool per_pair) {
   setenv("XLSTM_HF_SLSTM_PER_PAIR", per_pair ? "1" : "0", 1);
   const std::size_t B = 2, H = 1, T = 3, D = 72, G = 4 * D;
   const auto gates_x = random<float>(B * H * T * G, 2.0f), kernel = random<float>(H * D * G, 0.1f);
   const auto bias = random<float>(H * G, 0.5f);
-  const auto padding = mask(B, T);
+  const std::vector<uint8_t> kinds{kPadded, kReal, kStart, kStart, kReal, kStart};
   auto states = nans<float>(4 * B * H * (T + 1) * D), h = nans<float>(B * T * H * D), raw = nans<float>(B * H * T * G);
   std::vector<float> exchange(3 * B * H * D, 0.0f);
   for (std::size_t s = 0; s < 4; ++s) {  // the initial state at step 0: h, c, m = 0.3 and n = 1.5
@@ -85,7 +87,7 @@ void slstm(bool per_pair) {
       for (std::size_t e = 0; e < D; ++e) states[(s * B * H + pair) * (T + 1) * D + e] = s == 2 ? 1.5f : 0.3f;
     }
   }
-  const SLSTMForwardArgs<float> forward{gates_x.data(), kernel.data(), bias.data(), as_bools(padding), states.data(),
+  const SLSTMForwardArgs<float> forward{gates_x.data(), kernel.data(), bias.data(), kinds.data(), states.data(),
                                         h.data(), raw.data(), exchange.data(), B, H, T, D, H * T * G, T * G, G, D};
   expect(slstm_forward(forward, nullptr), "slstm_forward");
   expect_finite(states, "slstm states");
@@ -94,11 +96,82 @@ void slstm(bool per_pair) {
   auto grad_gates_x = nans<float>(H * B * T * G), grad_initial = nans<float>(4 * B * H * D);
   std::fill(exchange.begin(), exchange.end(), 0.0f);
   const SLSTMBackwardArgs<float> backward{grad_h.data(), grad_final.data(), kernel.data(), states.data(), raw.data(),
-                                          as_bools(padding), grad_gates_x.data(), grad_initial.data(), exchange.data(),
+                                          kinds.data(), grad_gates_x.data(), grad_initial.data(), exchange.data(),
                                           B, H, T, D, H * T * D, T * D, D};
   expect(slstm_backward(backward, nullptr), "slstm_backward");
   expect_finite(grad_gates_x, "slstm grad_gates_x");
   expect_finite(grad_initial, "slstm grad_initial");
+}
+
+// The results of one sLSTM run, B = H = 1, forward and backward: h [T, D], the final state [4, D], the
+// gradients of gates_x [T, 4, D] and of the initial state [4, D]
+struct SLSTMRun {
+  std::vector<float> h, final, grad_gates_x, grad_initial;
+};
+
+// gates_x [T, 4, D], kernel [D, 4, D], bias [4, D], initial [4, D] (h, c, n, m), kinds [T] (empty: every step
+// real), grad_h [T, D], grad_final [4, D]
+SLSTMRun run_slstm(const std::vector<float>& gates_x, const std::vector<float>& kernel, const std::vector<float>& bias,
+                   const std::vector<float>& initial, const std::vector<uint8_t>& kinds,
+                   const std::vector<float>& grad_h, const std::vector<float>& grad_final, int64_t D) {
+  const int64_t G = 4 * D, T = static_cast<int64_t>(gates_x.size()) / G;
+  auto states = nans<float>(4 * (T + 1) * D), raw = nans<float>(T * G);
+  for (int64_t s = 0; s < 4; ++s) std::copy_n(&initial[s * D], D, &states[s * (T + 1) * D]);
+  std::vector<float> exchange(3 * D, 0.0f);
+  const uint8_t* step_kinds = kinds.empty() ? nullptr : kinds.data();
+  SLSTMRun run{nans<float>(T * D), std::vector<float>(4 * D), nans<float>(T * G), nans<float>(4 * D)};
+  const SLSTMForwardArgs<float> forward{gates_x.data(), kernel.data(), bias.data(), step_kinds, states.data(),
+                                        run.h.data(), raw.data(), exchange.data(), 1, 1, T, D, T * G, T * G, G, D};
+  expect(slstm_forward(forward, nullptr), "slstm_forward");
+  for (int64_t s = 0; s < 4; ++s) std::copy_n(&states[(s * (T + 1) + T) * D], D, &run.final[s * D]);
+  std::fill(exchange.begin(), exchange.end(), 0.0f);
+  const SLSTMBackwardArgs<float> backward{grad_h.data(), grad_final.data(), kernel.data(), states.data(), raw.data(),
+                                          step_kinds, run.grad_gates_x.data(), run.grad_initial.data(),
+                                          exchange.data(), 1, 1, T, D, T * D, T * D, D};
+  expect(slstm_backward(backward, nullptr), "slstm_backward");
+  return run;
+}
+
+std::vector<float> slice(const std::vector<float>& x, std::size_t begin, std::size_t end) {
+  return {x.begin() + begin, x.begin() + end};
+}
+
+std::vector<float> joined(std::vector<float> x, const std::vector<float>& y) {
+  x.insert(x.end(), y.begin(), y.end());
+  return x;
+}
+
+void expect_close(const std::vector<float>& actual, const std::vector<float>& expected, const char* what) {
+  for (std::size_t x = 0; x < expected.size(); ++x) {
+    if (!(std::abs(actual[x] - expected[x]) <= 1e-5f * std::max(1.0f, std::abs(expected[x])))) {
+      std::printf("%s: element %zu is %g, alone %g\n", what, x, actual[x], expected[x]);
+      ok = false;
+      return;
+    }
+  }
+}
+
+// A packed row, T = 5, D = 72 (two blocks of a cooperative launch), a sequence from the initial state at steps
+// 0..1 and one starting at step 2, against the two run alone: the second from the zero state, the first with no
+// gradient reaching its final state
+void slstm_packed(bool per_pair) {
+  setenv("XLSTM_HF_SLSTM_PER_PAIR", per_pair ? "1" : "0", 1);
+  const std::size_t T = 5, S = 2, D = 72, G = 4 * D;
+  const auto gates_x = random<float>(T * G, 2.0f), kernel = random<float>(D * G, 0.1f);
+  const auto bias = random<float>(G, 0.5f), grad_h = random<float>(T * D), grad_final = random<float>(4 * D);
+  std::vector<float> initial(4 * D, 0.3f), zeros(4 * D, 0.0f);
+  std::fill(&initial[2 * D], &initial[3 * D], 1.5f);  // n
+  std::vector<uint8_t> kinds(T, kReal);
+  kinds[S] = kStart;
+  const SLSTMRun packed = run_slstm(gates_x, kernel, bias, initial, kinds, grad_h, grad_final, D);
+  const SLSTMRun first = run_slstm(slice(gates_x, 0, S * G), kernel, bias, initial, {}, slice(grad_h, 0, S * D),
+                                   zeros, D);
+  const SLSTMRun second = run_slstm(slice(gates_x, S * G, T * G), kernel, bias, zeros, {},
+                                    slice(grad_h, S * D, T * D), grad_final, D);
+  expect_close(packed.h, joined(first.h, second.h), "packed h");
+  expect_close(packed.final, second.final, "packed final state");
+  expect_close(packed.grad_gates_x, joined(first.grad_gates_x, second.grad_gates_x), "packed grad_gates_x");
+  expect_close(packed.grad_initial, first.grad_initial, "packed grad_initial");
 }
 
 template <typename T>
@@ -175,6 +248,8 @@ int main(int argc, char** argv) {
     const std::string name = argv[a];
     if (name == "slstm-cooperative" || name == "slstm-per-pair") {
       slstm(name == "slstm-per-pair");
+    } else if (name == "slstm-packed-cooperative" || name == "slstm-packed-per-pair") {
+      slstm_packed(name == "slstm-packed-per-pair");
     } else if (name == "chunkwise-float") {
       chunkwise<float>(7);
     } else if (name == "chunkwise-bf16") {

@@ -23,8 +23,12 @@ class _SLSTM(torch.autograd.Function):
         return (*grads, None)
 
 
-def slstm(gates_x, recurrent_kernel, bias, *, mask=None, initial_state=None):
-    """`slstm_recurrent` on the emulated kernels (float32 or float64)."""
+def slstm(gates_x, recurrent_kernel, bias, *, mask=None, initial_state=None, resets=None):
+    """`slstm_recurrent` on the emulated kernels (float32 or float64); `resets` passed as `compiled.slstm`
+    passes them, in the kind of every step (0 padded, 1 real, 2 a start)."""
+    if resets is not None:
+        real = mask if mask is not None else torch.ones_like(resets)
+        mask = real.to(torch.uint8) + (resets & real).to(torch.uint8)
     B, H, _, _, D = gates_x.shape
     initial = gates_x.new_zeros(4, B, H, D) if initial_state is None else torch.stack(initial_state)
     h, final = _SLSTM.apply(gates_x, recurrent_kernel, bias, initial, mask)

@@ -25,14 +25,28 @@ const bool* mask_data(const at::Tensor& mask) {
   return mask.defined() ? mask.data_ptr<bool>() : nullptr;
 }
 
+// The kind of every sLSTM step (cuda::SLSTMStepKind) as uint8 [B, T] from the mask, bool (False: padded) or
+// uint8 (the kinds themselves, as the CPU kernel reads them); undefined where every step is real
+at::Tensor slstm_step_kinds(const c10::optional<at::Tensor>& mask, const SLSTMDims& d) {
+  if (!mask.has_value()) return at::Tensor();
+  TORCH_CHECK(mask->sizes() == at::IntArrayRef({d.B, d.T}) &&
+                  (mask->scalar_type() == at::kBool || mask->scalar_type() == at::kByte),
+              "mask must be a bool or uint8 tensor [B, T]");
+  return mask->to(at::kByte).contiguous();
+}
+
+const uint8_t* kinds_data(const at::Tensor& kinds) {
+  return kinds.defined() ? kinds.data_ptr<uint8_t>() : nullptr;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cuda(
     const at::Tensor& gates_x, const at::Tensor& recurrent_kernel, const at::Tensor& bias,
     const c10::optional<at::Tensor>& mask, const at::Tensor& initial_states) {
-  const SLSTMDims d = check_slstm_inputs(gates_x, recurrent_kernel, bias, mask, initial_states);
+  const SLSTMDims d = check_slstm_inputs(gates_x, recurrent_kernel, bias, c10::nullopt, initial_states);
   const c10::cuda::CUDAGuard guard(gates_x.device());
   const at::Tensor gx = gates_x.stride(-1) == 1 ? gates_x : gates_x.contiguous();
   const at::Tensor kernel = recurrent_kernel.contiguous(), b = bias.contiguous();
-  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  const at::Tensor kinds = slstm_step_kinds(mask, d);
   at::Tensor h_out = at::empty({d.B, d.T, d.H, d.D}, gx.options());
   at::Tensor states = at::empty({4, d.B, d.H, d.T + 1, d.D}, gx.options());
   at::Tensor raw = at::empty({d.B, d.H, d.T, 4, d.D}, gx.options());
@@ -41,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward_cuda(
   const Strides in = strides_of(gx);
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "slstm_forward_cuda", [&] {
     const cuda::SLSTMForwardArgs<scalar_t> args{
-        gx.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), mask_data(mask_c),
+        gx.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), kinds_data(kinds),
         states.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(), raw.data_ptr<scalar_t>(),
         exchange.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D, in.b, in.h, in.t, in.g};
     check_launch(cuda::slstm_forward(args, c10::cuda::getCurrentCUDAStream()), "slstm_forward");
@@ -61,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cuda(
   const at::Tensor dh = grad_h.stride(-1) == 1 ? grad_h : grad_h.contiguous();
   const at::Tensor d_final = grad_final_states.contiguous(), kernel = recurrent_kernel.contiguous();
   const at::Tensor states_c = states.contiguous(), raw_c = raw.contiguous();
-  const at::Tensor mask_c = mask.has_value() ? mask->contiguous() : at::Tensor();
+  const at::Tensor kinds = slstm_step_kinds(mask, d);
   at::Tensor grad_raw = at::empty({d.H, d.B, d.T, 4, d.D}, raw.options());  // head-major, as on the CPU
   at::Tensor grad_initial = at::empty({4, d.B, d.H, d.D}, raw.options());
   at::Tensor exchange = at::zeros({3, d.B, d.H, d.D}, raw.options());
@@ -69,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cuda(
   AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "slstm_backward_cuda", [&] {
     const cuda::SLSTMBackwardArgs<scalar_t> args{
         dh.data_ptr<scalar_t>(), d_final.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(),
-        states_c.data_ptr<scalar_t>(), raw_c.data_ptr<scalar_t>(), mask_data(mask_c), grad_raw.data_ptr<scalar_t>(),
+        states_c.data_ptr<scalar_t>(), raw_c.data_ptr<scalar_t>(), kinds_data(kinds), grad_raw.data_ptr<scalar_t>(),
         grad_initial.data_ptr<scalar_t>(), exchange.data_ptr<scalar_t>(), d.B, d.H, d.T, d.D, dh_in.b, dh_in.h,
         dh_in.t};
     check_launch(cuda::slstm_backward(args, c10::cuda::getCurrentCUDAStream()), "slstm_backward");

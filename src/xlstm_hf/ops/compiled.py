@@ -21,9 +21,9 @@ def slstm(
     bf16_rounding: bool = False,
     resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SLSTMState]:
-    """`slstm_recurrent` as one fused kernel: same arguments and results. `bf16_rounding` and `resets` have a
-    CPU kernel only; on other devices they run the reference."""
-    if (bf16_rounding or resets is not None) and gates_x.device.type != "cpu":
+    """`slstm_recurrent` as one fused kernel: same arguments and results. `bf16_rounding` has a CPU kernel
+    only; on other devices it runs the reference."""
+    if bf16_rounding and gates_x.device.type != "cpu":
         return slstm_recurrent(gates_x, recurrent_kernel, bias, mask=mask, initial_state=initial_state,
                                bf16_rounding=bf16_rounding, resets=resets)
     if resets is not None:  # the kind of every step, as the CPU kernel reads it: 0 padded, 1 real, 2 a start

@@ -1,6 +1,6 @@
 // The CUDA kernels' interface to the C++ bindings (../cuda_ops.cpp): plain structs of device pointers and
 // sizes, one launcher per kernel. Only CUDA's runtime header here, so that the .cu files compile with
-// nvcc alone (CI compiles them on machines without a GPU or a CUDA build of torch; DESIGN.md 4).
+// nvcc alone (CI compiles them on machines without a GPU or a CUDA build of torch; docs/design.md 3).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,28 +21,33 @@ struct MLSTMStepArgs {
   double eps;
 };
 
+// What each step of an sLSTM row is (the values of the CPU kernel's mask, ../slstm_cpu.cpp): padded, real, or
+// real and the start of a sequence of a packed row, whose state before it is discarded (docs/design.md 1.7)
+enum SLSTMStepKind : uint8_t { kPadded = 0, kReal = 1, kStart = 2 };
+
 // sLSTM over a sequence, shapes and layouts as the CPU op (../slstm_cpu.cpp): gates_x [B, H, T, 4, D] with
 // element strides (gx_b, gx_h, gx_t, gx_g) and D contiguous; recurrent_kernel [H, D, 4, D]; bias [H, 4, D];
-// mask [B, T] or null; states [4, B, H, T + 1, D] (step 0 filled with the initial state); -> the states, h_out
-// [B, T, H, D] and raw [B, H, T, 4, D], the gate pre-activations kept for the backward.
+// kinds [B, T] (SLSTMStepKind) or null (every step real); states [4, B, H, T + 1, D] (step 0 filled with the
+// initial state); -> the states, h_out [B, T, H, D] and raw [B, H, T, 4, D], the gate pre-activations kept for
+// the backward. The states before a start are zeroed in place, so that the backward reads them as zero.
 // exchange: 3 x [B, H, D] zeros, through which the blocks of a head pass h (forward) or its gradient
 // (backward) from step to step where a head's cells are split over several blocks.
 template <typename Real>
 struct SLSTMForwardArgs {
   const Real *gates_x, *kernel, *bias;
-  const bool* mask;
+  const uint8_t* kinds;
   Real *states, *h_out, *raw, *exchange;
   int64_t B, H, T, D;
   int64_t gx_b, gx_h, gx_t, gx_g;
 };
 
 // The backward: grad_h [B, H, T, D] with element strides (gh_b, gh_h, gh_t), D contiguous; grad_final
-// [4, B, H, D]; states and raw of the forward; -> grad_gates_x head-major [H, B, T, 4, D] and grad_initial
-// [4, B, H, D].
+// [4, B, H, D]; states and raw of the forward; the forward's kinds; -> grad_gates_x head-major [H, B, T, 4, D]
+// and grad_initial [4, B, H, D]. No gradient reaches the state before a start.
 template <typename Real>
 struct SLSTMBackwardArgs {
   const Real *grad_h, *grad_final, *kernel, *states, *raw;
-  const bool* mask;
+  const uint8_t* kinds;
   Real *grad_gates_x, *grad_initial, *exchange;
   int64_t B, H, T, D;
   int64_t gh_b, gh_h, gh_t;

@@ -7,7 +7,10 @@
 //   * per pair: one block per (batch row, head), thread j owning gate unit j of the 4 * D pre-activations,
 //     the recurrent matrix read from L2 every step (where a cooperative launch does not fit, or
 //     XLSTM_HF_SLSTM_PER_PAIR=1 asks for it, or the device refuses the cooperative launch).
-// The per-unit math is pointwise.h's, shared with the CPU kernels. Layouts as in launch.h.
+// The per-unit math is pointwise.h's, shared with the CPU kernels. Layouts as in launch.h. Packed rows: at a
+// step that starts a sequence (kStart) the recurrent product reads h = 0 and the cells start from zero rows,
+// which the forward also writes over the stored previous state, so that the backward reads them as zero; the
+// backward carries no gradient to before it.
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -27,18 +30,36 @@ namespace {
 constexpr int kMaxThreads = 1024;  // of a per-pair block; its kernels are compiled to fit (__launch_bounds__)
 constexpr size_t kDefaultSharedLimit = 48 * 1024;  // of dynamic shared memory, unless raised per kernel
 
+// The kind of step t of batch row b (every step real without kinds), and whether it starts a sequence (false
+// past the last step)
+__device__ SLSTMStepKind step_kind(const uint8_t* kinds, int64_t b, int64_t T, int64_t t) {
+  return kinds == nullptr ? kReal : static_cast<SLSTMStepKind>(kinds[b * T + t]);
+}
+
+__device__ bool starts(const uint8_t* kinds, int64_t b, int64_t T, int64_t t) {
+  return t < T && step_kind(kinds, b, T, t) == kStart;
+}
+
+// The h, c, n, m rows of one cell before a start, zeroed in place
+template <typename Real>
+__device__ void zero_state_rows(Real* states, int64_t plane, int64_t now) {
+  for (int s = 0; s < 4; ++s) states[s * plane + now] = Real(0);
+}
+
 int threads_for(int64_t D) {
   const int64_t units = 4 * D;
   return static_cast<int>(units < kMaxThreads ? (units + 31) / 32 * 32 : kMaxThreads);
 }
 
-// raw[j] = gates_x[g, e] + bias[j] + sum_d h[d] * kernel[d, j] for j = g * D + e, j over the 4 * D units
+// raw[j] = gates_x[g, e] + bias[j] + sum_d h[d] * kernel[d, j] for j = g * D + e, j over the 4 * D units (h null:
+// h = 0, no product)
 template <typename Real>
 __device__ void gate_preactivations(const Real* gates_x, int64_t gate_stride, const Real* bias, const Real* kernel,
                                     const Real* h, int64_t D, Real* raw) {
+  const int64_t terms = h == nullptr ? 0 : D;
   for (int64_t j = threadIdx.x; j < 4 * D; j += blockDim.x) {
     Real sum = gates_x[(j / D) * gate_stride + j % D] + bias[j];
-    for (int64_t d = 0; d < D; ++d) sum += h[d] * kernel[d * 4 * D + j];
+    for (int64_t d = 0; d < terms; ++d) sum += h[d] * kernel[d * 4 * D + j];
     raw[j] = sum;
   }
 }
@@ -56,21 +77,25 @@ __global__ void __launch_bounds__(kMaxThreads) slstm_forward_kernel(SLSTMForward
   for (int64_t e = threadIdx.x; e < D; e += blockDim.x) h[e] = states[e];
   __syncthreads();
   for (int64_t t = 0; t < a.T; ++t) {
-    Real* raw = a.raw + (pair * a.T + t) * G;  // this step's gate pre-activations
-    gate_preactivations(a.gates_x + b * a.gx_b + head * a.gx_h + t * a.gx_t, a.gx_g, bias, kernel, h, D, raw);
+    const SLSTMStepKind kind = step_kind(a.kinds, b, a.T, t);
+    if (kind == kStart) {  // the stored previous state zeroed: the update below starts from it, the backward reads it
+      for (int64_t e = threadIdx.x; e < D; e += blockDim.x) zero_state_rows(states, plane, t * D + e);
+    }
+    Real* raw = a.raw + (pair * a.T + t) * G;  // this step's gate pre-activations, from h = 0 at a start
+    gate_preactivations(a.gates_x + b * a.gx_b + head * a.gx_h + t * a.gx_t, a.gx_g, bias, kernel,
+                        kind == kStart ? nullptr : h, D, raw);
     __syncthreads();  // raw complete (the block's own writes), h read by every thread
-    const bool real = a.mask == nullptr || a.mask[b * a.T + t];
     Real* h_t = a.h_out + ((b * a.T + t) * a.H + head) * D;
     for (int64_t e = threadIdx.x; e < D; e += blockDim.x) {
       const int64_t now = t * D + e, next = (t + 1) * D + e;
       const SLSTMUnit<Real> prev{states[now], states[plane + now], states[2 * plane + now], states[3 * plane + now]};
       const SLSTMUnit<Real> updated =
-          real ? slstm_unit_forward(raw[e], raw[D + e], raw[2 * D + e], raw[3 * D + e], prev) : prev;
+          kind != kPadded ? slstm_unit_forward(raw[e], raw[D + e], raw[2 * D + e], raw[3 * D + e], prev) : prev;
       states[next] = updated.h;
       states[plane + next] = updated.c;
       states[2 * plane + next] = updated.n;
       states[3 * plane + next] = updated.m;
-      h_t[e] = real ? updated.h : Real(0);  // a padded step passes the state through and outputs 0
+      h_t[e] = kind != kPadded ? updated.h : Real(0);  // a padded step passes the state through and outputs 0
       h[e] = updated.h;
     }
     __syncthreads();  // the new h complete before the next step reads it
@@ -113,8 +138,8 @@ __global__ void __launch_bounds__(kMaxThreads) slstm_backward_kernel(SLSTMBackwa
   }
   for (int64_t t = a.T - 1; t >= 0; --t) {
     Real* dgx_t = a.grad_gates_x + ((head * a.B + b) * a.T + t) * G;
-    const bool real = a.mask == nullptr || a.mask[b * a.T + t];
-    if (!real) {  // a padded step passed every state through: no gradient to its gates
+    const SLSTMStepKind kind = step_kind(a.kinds, b, a.T, t);
+    if (kind == kPadded) {  // a padded step passed every state through: no gradient to its gates
       for (int64_t j = threadIdx.x; j < G; j += blockDim.x) dgx_t[j] = Real(0);
       continue;
     }
@@ -131,13 +156,18 @@ __global__ void __launch_bounds__(kMaxThreads) slstm_backward_kernel(SLSTMBackwa
       draw[D + e] = grad.df;
       draw[2 * D + e] = grad.dz;
       draw[3 * D + e] = grad.do_;
-      dc[s] = grad.dc_prev;
-      dn[s] = grad.dn_prev;
-      dm[s] = grad.dm_prev;
+      const bool start = kind == kStart;  // the state before a start was discarded: no gradient reaches it
+      dc[s] = start ? Real(0) : grad.dc_prev;
+      dn[s] = start ? Real(0) : grad.dn_prev;
+      dm[s] = start ? Real(0) : grad.dm_prev;
     }
     __syncthreads();  // draw complete, dh_carry read
     for (int64_t j = threadIdx.x; j < G; j += blockDim.x) dgx_t[j] = draw[j];
-    recurrent_input_grad(kernel, draw, D, dh_carry);  // raw = ... + h_prev @ kernel
+    if (kind == kStart) {
+      for (int64_t e = threadIdx.x; e < D; e += blockDim.x) dh_carry[e] = Real(0);
+    } else {
+      recurrent_input_grad(kernel, draw, D, dh_carry);  // raw = ... + h_prev @ kernel
+    }
     __syncthreads();
   }
   for (int s = 0; s < kSlots; ++s) {
@@ -189,7 +219,8 @@ __global__ void __launch_bounds__(kCooperativeThreads) slstm_forward_cooperative
   Real* raw = h_all + B * D;                          // [B, 4, U] this step's pre-activations of the block's cells
   load_matrix_slice(a.kernel, part, D, U, Ks);
   for (int64_t index = threadIdx.x; index < B * D; index += blockDim.x) {
-    h_all[index] = a.states[((index / D) * H + head) * (T + 1) * D + index % D];
+    const int64_t b = index / D;
+    h_all[index] = starts(a.kinds, b, T, 0) ? Real(0) : a.states[(b * H + head) * (T + 1) * D + index % D];
   }
   __syncthreads();
   for (int64_t t = 0; t < T; ++t) {
@@ -207,21 +238,24 @@ __global__ void __launch_bounds__(kCooperativeThreads) slstm_forward_cooperative
       const int64_t b = index / U, u = index % U, e = e0 + u;
       if (u >= units) continue;
       const int64_t now = ((b * H + head) * (T + 1) + t) * D + e, next = now + D;
-      const bool real = a.mask == nullptr || a.mask[b * T + t];
+      const SLSTMStepKind kind = step_kind(a.kinds, b, T, t);
       const Real* r = raw + b * 4 * U + u;
+      if (kind == kStart) zero_state_rows(a.states, plane, now);  // then read as the zero state it starts from
       const SLSTMUnit<Real> prev{a.states[now], a.states[plane + now], a.states[2 * plane + now],
                                  a.states[3 * plane + now]};
-      const SLSTMUnit<Real> updated = real ? slstm_unit_forward(r[0], r[U], r[2 * U], r[3 * U], prev) : prev;
+      const SLSTMUnit<Real> updated =
+          kind != kPadded ? slstm_unit_forward(r[0], r[U], r[2 * U], r[3 * U], prev) : prev;
       a.states[next] = updated.h;
       a.states[plane + next] = updated.c;
       a.states[2 * plane + next] = updated.n;
       a.states[3 * plane + next] = updated.m;
-      a.h_out[((b * T + t) * H + head) * D + e] = real ? updated.h : Real(0);
+      a.h_out[((b * T + t) * H + head) * D + e] = kind != kPadded ? updated.h : Real(0);
       exchange[(b * H + head) * D + e] = updated.h;
     }
     grid.sync();  // every block's cells written: h complete for every batch row
     for (int64_t index = threadIdx.x; index < B * D; index += blockDim.x) {
-      h_all[index] = exchange[((index / D) * H + head) * D + index % D];
+      const int64_t b = index / D;  // the next step's recurrent product reads h = 0 where it starts
+      h_all[index] = starts(a.kinds, b, T, t + 1) ? Real(0) : exchange[(b * H + head) * D + index % D];
     }
     __syncthreads();
   }
@@ -251,7 +285,8 @@ __global__ void __launch_bounds__(kCooperativeThreads) slstm_backward_cooperativ
       if (u >= units) continue;
       Real* dgx = a.grad_gates_x + ((head * B + b) * T + t) * G + e;  // head-major, as on the CPU
       Real* d = draw + b * 4 * U + u;
-      if (a.mask != nullptr && !a.mask[b * T + t]) {  // a padded step passed the state through: no gradient
+      const SLSTMStepKind kind = step_kind(a.kinds, b, T, t);
+      if (kind == kPadded) {  // a padded step passed the state through: no gradient
         for (int g = 0; g < 4; ++g) d[g * U] = dgx[g * D] = Real(0);
         continue;
       }
@@ -268,9 +303,10 @@ __global__ void __launch_bounds__(kCooperativeThreads) slstm_backward_cooperativ
       d[U] = dgx[D] = grad.df;
       d[2 * U] = dgx[2 * D] = grad.dz;
       d[3 * U] = dgx[3 * D] = grad.do_;
-      *dc = grad.dc_prev;
-      *dn = grad.dn_prev;
-      *dm = grad.dm_prev;
+      const bool start = kind == kStart;  // the state before a start was discarded: no gradient reaches it
+      *dc = start ? Real(0) : grad.dc_prev;
+      *dn = start ? Real(0) : grad.dn_prev;
+      *dm = start ? Real(0) : grad.dm_prev;
     }
     __syncthreads();
     // raw = gates_x + bias + h_prev @ kernel: h_prev receives kernel @ draw, summed over the blocks of the head
@@ -290,7 +326,8 @@ __global__ void __launch_bounds__(kCooperativeThreads) slstm_backward_cooperativ
       const int64_t b = index / U, u = index % U, at = (b * H + head) * D + e0 + u;
       if (u >= units) continue;
       next_sums[at] = Real(0);  // ready for step t - 2
-      if (a.mask == nullptr || a.mask[b * T + t]) carry[index] = sums[at];  // else h passed through
+      const SLSTMStepKind kind = step_kind(a.kinds, b, T, t);
+      if (kind != kPadded) carry[index] = kind == kStart ? Real(0) : sums[at];  // padded: h passed through
     }
     __syncthreads();
   }

@@ -3,10 +3,10 @@ emulator of tests/cuda_emulation: the unmodified sources compiled as C++, one OS
 exact barriers (a __syncthreads in divergent code fails the launch), wmma tiles checked for alignment and
 rounded as the tensor cores round, shared memory and every output NaN until written, the launch limits of
 the GPU (threads, __launch_bounds__, 48 KB of shared memory without the attribute). Forward and backward of
-every kernel against the float64 references, with the cases and tolerances of tests/test_cuda_kernels.py
-(scaled down: hundreds of OS threads per block); builds under AddressSanitizer and ThreadSanitizer run a
-driver over the kernels. What it cannot see: registers, occupancy, timing, code generation and the
-hardware's memory model (test_cuda_sources.py reads registers from ptxas; the GPU runs the rest)."""
+every kernel against the float64 references, packed rows included, with the cases and tolerances of
+tests/test_cuda_kernels.py (scaled down: hundreds of OS threads per block); builds under AddressSanitizer and
+ThreadSanitizer run a driver over the kernels. What it cannot see: registers, occupancy, timing, code
+generation and the hardware's memory model (test_cuda_sources.py reads registers from ptxas; the GPU runs the rest)."""
 
 import os
 import re
@@ -18,7 +18,16 @@ import torch
 from cuda_emulation import build
 from cuda_emulation import ops as emulated
 from kernel_inputs import mlstm_step_inputs, outputs_and_gradients, padding_mask, slstm_inputs, slstm_state
-from test_cuda_kernels import assert_matches_reference, assert_spans_summed, chunkwise_inputs
+from test_cuda_kernels import (
+    CHUNKWISE_PACKED_CASES,
+    SLSTM_PACKED_CASES,
+    assert_chunkwise_packed,
+    assert_matches_reference,
+    assert_slstm_packed,
+    assert_spans_summed,
+    assert_step_packed,
+    chunkwise_inputs,
+)
 
 from xlstm_hf import ops
 from xlstm_hf.ops.mlstm import mlstm_step
@@ -48,7 +57,8 @@ def launches():
 
 # ---- under the sanitizers -------------------------------------------------------------------------------
 
-DRIVER_CASES = ["slstm-cooperative", "slstm-per-pair", "chunkwise-float", "chunkwise-bf16", "step"]
+DRIVER_CASES = ["slstm-cooperative", "slstm-per-pair", "slstm-packed-cooperative", "slstm-packed-per-pair",
+                "chunkwise-float", "chunkwise-bf16", "step"]
 
 
 def require_sanitizer(sanitizer, folder):
@@ -98,6 +108,27 @@ def test_thread_sanitizer_and_barrier_check_catch_a_broken_kernel(tmp_path):
     assert "WARNING: ThreadSanitizer: data race" in result.stderr and "slstm_backward_kernel" in result.stderr
     assert re.search(r"slstm_forward: .*emulator: block \(0, 0, 0\): thread 0 passed \d+ __syncthreads, thread 1 \d+",
                      result.stdout), result.stdout
+
+
+# the packed-row check of the driver (a row against its sequences alone) on slstm.cu with one reset broken
+BROKEN_RESETS = {
+    "slstm-packed-cooperative": (  # the cooperative forward's recurrent product reads the old h at a start
+        "h_all[index] = starts(a.kinds, b, T, t + 1) ? Real(0) : exchange[", "h_all[index] = exchange["),
+    "slstm-packed-per-pair": (  # the per-pair backward carries the gradient of h back across a start
+        "    if (kind == kStart) {\n      for (int64_t e = threadIdx.x; e < D; e += blockDim.x) dh_carry[e] = Real(0);",
+        "    if (false) {\n      for (int64_t e = threadIdx.x; e < D; e += blockDim.x) dh_carry[e] = Real(0);"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_RESETS)
+def test_a_broken_reset_fails_the_packed_row_check(case, tmp_path):
+    require_sanitizer("address", tmp_path)
+    source = (build.CUDA / "slstm.cu").read_text()
+    original, broken = BROKEN_RESETS[case]
+    assert source.count(original) == 1
+    driver = build.sanitized_driver("address", {"slstm.cu": source.replace(original, broken)})
+    result = subprocess.run([str(driver), case], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout.endswith(f"FAILED {case}\n"), result.stdout + result.stderr[-2000:]
 
 
 # ---- against the references ------------------------------------------------------------------------------
@@ -185,6 +216,28 @@ def test_mlstm_chunkwise_in_half_precision(dtype, chunk_size, emulator):
         assert not actual.isnan().any(), "an output element was not written"
         error = (actual.double() - expected).norm() / expected.norm()
         assert error < HALF_PRECISION[dtype], f"relative error {error:.2e}"
+
+
+# ---- packed rows (docs/design.md 1.7): where a sequence starts, every state starts afresh -------------------
+
+
+@pytest.mark.parametrize("layout", ["cooperative", "per pair"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape, kind, rows", SLSTM_PACKED_CASES)
+def test_slstm_on_packed_rows(layout, dtype, shape, kind, rows, emulator, monkeypatch):
+    monkeypatch.setenv("XLSTM_HF_SLSTM_PER_PAIR", "1" if layout == "per pair" else "0")
+    assert_slstm_packed(emulated.slstm, dtype, shape, kind, rows)
+    assert launches()[0] == ({"cooperative": "cooperative", "per pair": "slstm_forward_kernel"}[layout], 0)
+
+
+@pytest.mark.parametrize("shape, chunk_size, kind, rows", CHUNKWISE_PACKED_CASES)
+def test_mlstm_chunkwise_on_packed_rows(shape, chunk_size, kind, rows, emulator):
+    assert_chunkwise_packed(emulated.mlstm_chunkwise, shape, chunk_size, kind, rows)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mlstm_step_on_packed_rows(dtype, emulator):
+    assert_step_packed(emulated.mlstm_step, dtype)
 
 
 # ---- the defects of the review, each where it showed ----------------------------------------------------

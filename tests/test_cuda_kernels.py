@@ -1,12 +1,13 @@
 """The CUDA kernels (`xlstm_hf/csrc/cuda`) on a GPU against the PyTorch reference in float64 on the CPU:
-outputs, final states and every gradient (initial state included), on odd shapes, with padding and
-initial states, in float32 and float64, with the memory the outputs land in poisoned with NaN so that an
-element a kernel does not write shows; whole models on the GPU against the CPU. Skipped without a GPU;
+outputs, final states and every gradient (initial state included), on odd shapes, with padding, initial
+states and packed rows, in float32 and float64, with the memory the outputs land in poisoned with NaN so that
+an element a kernel does not write shows; whole models on the GPU against the CPU. Skipped without a GPU;
 `scripts/gpu_check.sh` runs them on a GPU machine, where torch alone suffices (the model tests need
 transformers). tests/test_cuda_emulation.py runs the kernels on the CPU under an emulator."""
 
 import sys
 import types
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,19 @@ from torch.testing import assert_close
 
 try:
     from xlstm_hf import XLSTMConfig, XLSTMForCausalLM
+    from xlstm_hf.modeling_xlstm import forget_at_starts
 except ImportError:  # no transformers (a GPU machine with torch alone): xlstm_hf.ops, torch only, from a bare package
     XLSTMConfig = XLSTMForCausalLM = None
     sys.modules["xlstm_hf"] = types.ModuleType("xlstm_hf")
     sys.modules["xlstm_hf"].__path__ = [str(Path(__file__).resolve().parents[1] / "src" / "xlstm_hf")]
 
+    def forget_at_starts(i, f, resets):  # modeling_xlstm's, which imports transformers
+        return i, f.masked_fill(resets[:, None, :], MASKED_LOG_GATE)
+
 from xlstm_hf import ops
 from xlstm_hf.ops import compiled
 from xlstm_hf.ops.extension import extension_has_cuda, extension_status
+from xlstm_hf.ops.gates import MASKED_LOG_GATE
 from xlstm_hf.ops.mlstm import mlstm_step
 from xlstm_hf.ops.slstm import slstm_recurrent
 
@@ -152,6 +158,169 @@ def assert_spans_summed(kernel):
     for actual, expected in zip([h, *final, *grads], [h_ref, *final_ref, *grads_ref]):
         scale = max(1.0, expected.abs().max().item())
         assert_close(actual.cpu().double(), expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+# ---- packed rows (docs/design.md 1.7): where a sequence starts, every state starts afresh ---------------------
+# Checks shared with tests/test_cuda_emulation.py, each taking the kernel as a function of CPU tensors.
+
+
+def packed_row_starts(T, rows, mask):
+    """resets [len(rows), T]: True at the steps each row lists, all real ones (as packing.sequence_starts gives
+    them)."""
+    resets = torch.zeros(len(rows), T, dtype=torch.bool)
+    for b, steps in enumerate(rows):
+        resets[b, list(steps)] = True
+    assert mask is None or not (resets & ~mask).any()
+    return resets
+
+
+def one_by_one(run, resets, sequences):
+    """`run` (a recurrence with the calling convention of outputs_and_gradients) on each sequence of every packed
+    row alone: the inputs named in `sequences` ([B, H, T, ...]) cut at the starts, each row's first sequence from
+    the initial state unless it starts at step 0, every other one from the zero state; the outputs joined along
+    T, the final state that of each row's last sequence."""
+
+    def packed(*, mask=None, initial_state=None, **inputs):
+        B, _, T = inputs[sequences[0]].shape[:3]
+        outputs, finals = [], []
+        for b, row in enumerate(resets.tolist()):
+            bounds = [0, *(t for t in range(1, T) if row[t]), T]
+            pieces = []
+            for begin, end in zip(bounds, bounds[1:]):
+                fresh = begin > 0 or row[0] or initial_state is None
+                h, final = run(
+                    **{name: x[b : b + 1, :, begin:end] if name in sequences else x for name, x in inputs.items()},
+                    mask=None if mask is None else mask[b : b + 1, begin:end],
+                    initial_state=None if fresh else tuple(s[b : b + 1] for s in initial_state),
+                )
+                pieces.append(h)
+            outputs.append(torch.cat(pieces, dim=2))
+            finals.append(final)
+        return torch.cat(outputs), tuple(torch.cat(parts) for parts in zip(*finals))
+
+    return packed
+
+
+def in_memory_units(run):
+    """An mLSTM `run` whose final state comes back as the memory itself, (C e^m, n e^m), whatever stabiliser m
+    it is kept under: a packed row stabilises a start by its input gate, a sequence alone by max(log f, i)."""
+
+    def wrapped(**kwargs):
+        h, (C, n, m) = run(**kwargs)
+        return h, (C * m.exp()[..., None, None], n * m.exp()[..., None])
+
+    return wrapped
+
+
+def assert_packed_matches(kernel, references, inputs, state, mask, dtype):
+    """`kernel` on `inputs` and `state` cast to `dtype` against each float64 reference, outputs and gradients."""
+    h, final, grads = outputs_and_gradients(
+        kernel, {name: x.to(dtype) for name, x in inputs.items()}, tuple(s.to(dtype) for s in state), mask
+    )
+    for reference in references:
+        h_ref, final_ref, grads_ref = outputs_and_gradients(reference, inputs, state, mask)
+        assert_matches_reference(to_cpu([h, *final, *grads]), [h_ref, *final_ref, *grads_ref], dtype)
+
+
+# (B, H, T, D), padding, starts of each row: at step 0, inside, consecutive, at the last step, at the last real
+# one, after a padded one; D = 48 splits each head over two blocks of a cooperative launch in float64
+SLSTM_PACKED_CASES = [((3, 2, 9, 5), "right", [(0, 4), (3, 4, 8), (2, 5)]), ((2, 1, 6, 48), "random", [(2, 5), (0, 2)])]
+
+
+def assert_slstm_packed(kernel, dtype, shape, kind, rows):
+    """`kernel` (slstm_recurrent's calling convention) on packed rows against the reference given the same resets
+    and against the sequences run one by one, both in float64 (from an initial state that the starts at step 0
+    discard)."""
+    B, H, T, D = shape
+    inputs, state = slstm_inputs(B, H, T, D, torch.float64), slstm_state(B, H, D, torch.float64)
+    mask = padding_mask(B, T, kind)
+    resets = packed_row_starts(T, rows, mask)
+    references = [partial(slstm_recurrent, resets=resets), one_by_one(slstm_recurrent, resets, ["gates_x"])]
+    assert_packed_matches(partial(kernel, resets=resets), references, inputs, state, mask, dtype)
+
+
+# (B, H, T, Dqk, Dv), chunk size, padding, starts of each row: at step 0, at a chunk edge, inside a chunk,
+# consecutive ones, at the last step and at the last real one
+CHUNKWISE_PACKED_CASES = [((2, 1, 21, 8, 12), 8, "none", [(0, 8, 11), (5, 6, 20)]),
+                          ((2, 1, 13, 5, 9), 4, "right", [(4, 9, 10), (0, 2, 8)])]
+
+
+def assert_chunkwise_packed(kernel, shape, chunk_size, kind, rows):
+    """`kernel` (the chunkwise mLSTM's calling convention, float32) on packed rows, f = -1e30 at the starts as
+    forget_at_starts sets it: against the float64 reference given the same gates, and at eps 1e-30, the memory in
+    its own units, against the sequences run one by one through the float64 reference."""
+    B, H, T, Dqk, Dv = shape
+    inputs, state = chunkwise_inputs(B, H, T, Dqk, Dv, True)
+    mask = padding_mask(B, T, kind)
+    resets = packed_row_starts(T, rows, mask)
+
+    def packed(run):
+        def run_packed(i, f, **kwargs):
+            i, f = forget_at_starts(i, f, resets)
+            return run(i=i, f=f, **kwargs)
+
+        return run_packed
+
+    def reference(eps):
+        return lambda **kwargs: ops.mlstm(**kwargs, chunk_size=chunk_size, eps=eps, backend="native")
+
+    def on_kernel(eps):
+        return lambda **kwargs: kernel(**kwargs, chunk_size=chunk_size, eps=eps)
+
+    assert_packed_matches(packed(on_kernel(1e-6)), [packed(reference(1e-6))], inputs, state, mask, torch.float32)
+    alone = in_memory_units(one_by_one(reference(1e-30), resets, ["q", "k", "v", "i", "f"]))
+    assert_packed_matches(in_memory_units(packed(on_kernel(1e-30))), [alone], inputs, state, mask, torch.float32)
+
+
+def assert_step_packed(step, dtype):
+    """`step` (mlstm_step's calling convention) starting sequences in rows 0 and 2 of 3 (f = -1e30) from a
+    non-zero state: against the float64 reference given the same gates, and at eps 1e-30, the memory in its own
+    units, against a step of the reference from the zero state with the gates as given."""
+    (q, k, v, i, f), state = mlstm_step_inputs(3, 2, 8, 5, torch.float64)  # f, i [B, H]
+    resets = torch.tensor([True, False, True])
+    f_packed = forget_at_starts(i[..., None], f[..., None], resets[:, None])[1][..., 0]
+
+    def run(fn, f, state, dtype):  # -> h, the new state and its memory in its own units
+        h, (C, n, m) = fn(*(x.to(dtype) for x in (q, k, v, i, f)), tuple(s.to(dtype) for s in state), eps=1e-30)
+        return [x.cpu() for x in (h, C, n, m, C * m.exp()[..., None, None], n * m.exp()[..., None])]
+
+    h, C, n, m, C_memory, n_memory = run(step, f_packed, state, dtype)
+    assert_matches_reference([h, C, n, m], run(mlstm_step, f_packed, state, torch.float64)[:4], dtype)
+    zero = tuple(torch.where(resets.view(-1, *[1] * (s.dim() - 1)), 0.0, s) for s in state)
+    h_alone, *_, C_alone, n_alone = run(mlstm_step, f, zero, torch.float64)
+    assert_matches_reference([h, C_memory, n_memory], [h_alone, C_alone, n_alone], dtype)
+
+
+@pytest.mark.parametrize("layout", ["cooperative", "per pair"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape, kind, rows", [*SLSTM_PACKED_CASES, ((2, 4, 40, 64), "right", [(0, 17), (9, 10, 26)]),
+                                               ((1, 2, 6, 300), "none", [(3, 4)])])
+def test_slstm_cuda_kernel_on_packed_rows(layout, dtype, shape, kind, rows, monkeypatch):
+    monkeypatch.setenv("XLSTM_HF_SLSTM_PER_PAIR", "1" if layout == "per pair" else "0")
+
+    def kernel(mask, initial_state, resets, **inputs):
+        return compiled.slstm(**on_gpu(inputs), mask=on_gpu(mask), initial_state=on_gpu(initial_state),
+                              resets=on_gpu(resets))
+
+    assert_slstm_packed(kernel, dtype, shape, kind, rows)
+
+
+@pytest.mark.parametrize("shape, chunk_size, kind, rows",
+                         [*CHUNKWISE_PACKED_CASES, ((2, 2, 130, 16, 40), 64, "right", [(0, 64, 100), (63, 64, 65)])])
+def test_mlstm_chunkwise_cuda_on_packed_rows(shape, chunk_size, kind, rows):
+    def kernel(q, k, v, i, f, mask, initial_state, **options):
+        return compiled.mlstm_chunkwise(*on_gpu((q, k, v, i, f)), mask=on_gpu(mask),
+                                        initial_state=on_gpu(initial_state), **options)
+
+    assert_chunkwise_packed(kernel, shape, chunk_size, kind, rows)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mlstm_step_cuda_kernel_on_packed_rows(dtype):
+    def step(q, k, v, i, f, state, **options):
+        return compiled.mlstm_step(*on_gpu((q, k, v, i, f)), on_gpu(state), **options)
+
+    assert_step_packed(step, dtype)
 
 
 @pytest.mark.parametrize("shape", CHUNKWISE_SHAPES)

@@ -147,3 +147,13 @@ def test_onnx_export_runs_in_onnxruntime_with_the_eager_outputs(head, tmp_path):
 def test_onnx_export_of_the_forecaster_runs_in_onnxruntime(tmp_path):
     model, inputs = forecaster_and_inputs()
     onnx_round_trip(model, inputs, tmp_path)
+
+
+def test_a_compiled_model_still_refuses_token_ids_outside_the_vocabulary():
+    """Traced, the range check of the token ids runs on the device (no host read): an id outside the
+    vocabulary is a clear error, not an index out of bounds deep in the compiled kernels."""
+    model = torch.compile(token_model(XLSTMForCausalLM, "neurips-mixed"), fullgraph=True, backend="inductor")
+    ids, mask = padded_batch(2, 11)
+    model(ids, attention_mask=mask)
+    with pytest.raises(RuntimeError, match=r"input_ids holds a token id outside \[0, 64\)"):
+        model(ids.masked_fill(ids == ids[0, 5], 64), attention_mask=mask)

@@ -118,11 +118,16 @@ def check_token_ids(name: str, input_ids, vocab_size: int | None) -> None:
 
 
 def check_id_range(name: str, ids: torch.Tensor, num_ids: int, what: str = "token id", ignore_index=None) -> None:
-    """Every id in [0, num_ids) (or equal to `ignore_index`): one min/max reduction."""
-    if ids.numel() == 0 or skip_value_checks():
+    """Every id in [0, num_ids) (or equal to `ignore_index`): one min/max reduction. Where no host reads are allowed
+    (traced, captured) the check runs on the device instead (an id outside the range would otherwise index past
+    the embedding): a RuntimeError with the range, not the id."""
+    if ids.numel() == 0 or getattr(_calls, "checked", False) or torch.onnx.is_in_onnx_export():
         return
     if ignore_index is not None:
         ids = ids.masked_fill(ids == ignore_index, 0)
+    if not host_reads_allowed():
+        torch._assert_async(((ids >= 0) & (ids < num_ids)).all(), f"{name} holds a {what} outside [0, {num_ids}).")
+        return
     low, high = torch.stack(torch.aminmax(ids)).tolist()
     if low < 0 or high >= num_ids:
         ignored = f" or {ignore_index} (ignored)" if ignore_index is not None else ""

@@ -37,6 +37,7 @@ from .input_checks import (
     check_sequence_labels,
     check_token_ids,
     check_unused_kwargs,
+    host_reads_allowed,
     input_rows_and_steps,
 )
 from .inputs import embed_past_values, keep_positions, padding_mask, real_step_bounds, split_packing_kwargs
@@ -727,6 +728,8 @@ class XLSTMModel(CompiledDecoding, XLSTMPreTrainedModel):
         """The vectors [B, T, hidden] of `input_ids`, or `inputs_embeds` in the model's dtype and zero at padded
         steps, whatever they held there (a padded step must not touch any state, and NaN * 0 is NaN)."""
         if inputs_embeds is None:
+            if not host_reads_allowed():  # an id out of range fails check_token_ids' device-side assert; until it
+                input_ids = input_ids.clamp(0, self.embeddings.num_embeddings - 1)  # does, the lookup stays in range
             return self.embedding_dropout(self.embeddings(input_ids))
         if mask is not None:
             inputs_embeds = inputs_embeds.masked_fill(~mask[..., None], 0.0)

@@ -15,8 +15,8 @@ from xlstm_hf import (
     XLSTMForTimeSeriesPrediction,
     XLSTMForTokenClassification,
     XLSTMModel,
+    graph_safe,
 )
-from xlstm_hf.input_checks import graph_safe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 FAMILIES = ["neurips-mixed", "large-mixed"]

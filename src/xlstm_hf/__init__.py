@@ -16,6 +16,7 @@ from transformers import (
 
 from .configuration_xlstm import XLSTMConfig
 from .conversion import convert_official_xlstm
+from .input_checks import graph_safe
 from .modeling_xlstm import (
     XLSTMCache,
     XLSTMCausalLMOutput,
@@ -62,4 +63,5 @@ __all__ = [
     "XLSTMPreTrainedModel",
     "XLSTMTimeSeriesSampleOutput",
     "convert_official_xlstm",
+    "graph_safe",
 ]

@@ -25,16 +25,6 @@ const bool* mask_data(const at::Tensor& mask) {
   return mask.defined() ? mask.data_ptr<bool>() : nullptr;
 }
 
-// The kind of every sLSTM step (cuda::SLSTMStepKind) as uint8 [B, T] from the mask, bool (False: padded) or
-// uint8 (the kinds themselves, as the CPU kernel reads them); undefined where every step is real
-at::Tensor slstm_step_kinds(const c10::optional<at::Tensor>& mask, const SLSTMDims& d) {
-  if (!mask.has_value()) return at::Tensor();
-  TORCH_CHECK(mask->sizes() == at::IntArrayRef({d.B, d.T}) &&
-                  (mask->scalar_type() == at::kBool || mask->scalar_type() == at::kByte),
-              "mask must be a bool or uint8 tensor [B, T]");
-  return mask->to(at::kByte).contiguous();
-}
-
 const uint8_t* kinds_data(const at::Tensor& kinds) {
   return kinds.defined() ? kinds.data_ptr<uint8_t>() : nullptr;
 }

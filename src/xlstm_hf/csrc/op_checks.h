@@ -42,6 +42,17 @@ inline SLSTMDims check_slstm_inputs(const at::Tensor& gates_x, const at::Tensor&
   return dims;
 }
 
+// The kind of every sLSTM step as uint8 [B, T] (0 padded, 1 real, 2 a real step that starts a sequence of a packed
+// row; docs/design.md 1.7) from the mask, bool (False: padded) or uint8 (the kinds themselves); undefined where
+// every step is real
+inline at::Tensor slstm_step_kinds(const c10::optional<at::Tensor>& mask, const SLSTMDims& dims) {
+  if (!mask.has_value()) return at::Tensor();
+  TORCH_CHECK(mask->sizes() == at::IntArrayRef({dims.B, dims.T}) &&
+                  (mask->scalar_type() == at::kBool || mask->scalar_type() == at::kByte),
+              "mask must be a bool or uint8 tensor [B, T]");
+  return mask->to(at::kByte).contiguous();
+}
+
 // The gradients of the recurrent kernel [H, D, 4, D] and the bias [H, 4, D] from those of the gate
 // pre-activations, head-major [H, B, T, 4, D], and the states [4, B, H, T + 1, D]: sums over (b, t)
 inline std::tuple<at::Tensor, at::Tensor> slstm_parameter_grads(const at::Tensor& grad_raw, const at::Tensor& states) {

@@ -32,16 +32,6 @@ namespace {
 
 enum StepKind : uint8_t { kPadded = 0, kReal = 1, kStart = 2 };
 
-// The kind of every step as uint8 [B, T] from the mask (bool or uint8), or an undefined tensor where every
-// step is real
-at::Tensor step_kinds(const c10::optional<at::Tensor>& mask, const SLSTMDims& dims) {
-  if (!mask.has_value()) return at::Tensor();
-  TORCH_CHECK(mask->sizes() == at::IntArrayRef({dims.B, dims.T}) &&
-                  (mask->scalar_type() == at::kBool || mask->scalar_type() == at::kByte),
-              "mask must be a bool or uint8 tensor [B, T]");
-  return mask->to(at::kByte).contiguous();
-}
-
 inline uint8_t kind_of(const uint8_t* kinds, int64_t index) { return kinds == nullptr ? kReal : kinds[index]; }
 
 template <typename Real>
@@ -270,7 +260,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_forward(
   at::Tensor states = at::empty({4, B, H, T + 1, D}, gx.options());
   at::Tensor raw = at::empty({B, H, T, 4, D}, gx.options());
   states.select(3, 0).copy_(initial_states);
-  const at::Tensor kinds = step_kinds(mask, dims);
+  const at::Tensor kinds = slstm_step_kinds(mask, dims);
   const uint8_t* kinds_ptr = kinds.defined() ? kinds.data_ptr<uint8_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "slstm_forward_cpu", [&] {
     forward_kernel<scalar_t, kRounded>(gx, kernel.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), kinds_ptr, h_out,
@@ -309,7 +299,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> slstm_backward_cpu(
   // head-major [H, B, T, 4, D], so that the sums over (b, t) below read it as it is; returned as [B, H, T, 4, D]
   at::Tensor grad_gates_x = at::empty({H, B, T, 4, D}, raw.options());
   at::Tensor grad_initial = at::empty({4, B, H, D}, raw.options());
-  const at::Tensor kinds = step_kinds(mask, dims);
+  const at::Tensor kinds = slstm_step_kinds(mask, dims);
   const uint8_t* kinds_ptr = kinds.defined() ? kinds.data_ptr<uint8_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(raw.scalar_type(), "slstm_backward_cpu", [&] {
     backward_kernel<scalar_t>(dh, d_final.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), kinds_ptr,

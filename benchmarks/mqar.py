@@ -5,6 +5,9 @@ a Llama and a Mamba from transformers, all with about the same parameters and th
     python benchmarks/mqar.py            # the study (results/mqar.json, .png)
     python benchmarks/mqar.py --quick    # seconds, a smoke run
 
+Every contender trains `--seeds` times (seed s: its weights and its training batches; the test sequences
+are the same for all); the score is the mean and standard deviation over the seeds.
+
 A sequence holds `pairs` key-value pairs (k_1 v_1 ... k_p v_p; keys distinct, from their own vocabulary,
 values from another), then, in the rest of the sequence, queries: keys of those pairs in random order at
 random positions with random filler tokens between them. The label at a query is its key's value; the
@@ -17,7 +20,7 @@ import argparse
 import matplotlib
 import torch
 from contenders import build
-from training import accuracy, grouped_bars, publish, study_parser, train
+from training import accuracy, grouped_bars, over_seeds, publish, study_parser, train
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -42,20 +45,27 @@ def batch(size: int, length: int, pairs: int, generator: torch.Generator):
     return tokens, labels
 
 
-def run(name: str, length: int, pairs: int, args: argparse.Namespace) -> dict:
-    model, parameters = build(name, vocab_size=VOCAB, num_outputs=VALUES, layers=2, budget=args.budget)
+def run_seed(name: str, length: int, pairs: int, seed: int, args: argparse.Namespace) -> dict:
+    model, parameters = build(name, vocab_size=VOCAB, num_outputs=VALUES, layers=2, budget=args.budget, seed=seed)
     seconds = train(
-        model, lambda generator: batch(args.batch_size, length, pairs, generator), args.steps, args.learning_rate
+        model, lambda generator: batch(args.batch_size, length, pairs, generator), args.steps, args.learning_rate,
+        seed=seed,
     )
     score = accuracy(model, batch(args.test_size, length, pairs, torch.Generator().manual_seed(4321)))
-    print(f"T={length:4} pairs={pairs:3} {name:9} {parameters:7,} parameters  accuracy {score:.3f}  ({seconds:.0f} s)")
+    print(f"T={length:4} pairs={pairs:3} {name:9} seed {seed} {parameters:7,} parameters  accuracy {score:.3f}"
+          f"  ({seconds:.0f} s)", flush=True)
     return {"parameters": parameters, "accuracy": score, "train_seconds": seconds}
+
+
+def run(name: str, length: int, pairs: int, args: argparse.Namespace) -> dict:
+    return over_seeds([run_seed(name, length, pairs, seed, args) for seed in range(args.seeds)])
 
 
 def plot(results: dict) -> plt.Figure:
     figure, axis = plt.subplots(figsize=(8, 4))
     grouped_bars(axis, results, CONTENDERS, "accuracy")
-    axis.set(ylabel="recall accuracy", ylim=(0, 1.25), title="MQAR, equal parameters and training")
+    axis.set(ylabel="recall accuracy (mean, std over seeds)", ylim=(0, 1.25),
+             title="MQAR, equal parameters and training")
     axis.legend(fontsize=8, ncol=4, loc="upper center")
     return figure
 
@@ -63,6 +73,8 @@ def plot(results: dict) -> plt.Figure:
 def main(argv=None) -> dict:
     parser = study_parser(__doc__)
     parser.add_argument("--settings", nargs="+", default=["64:4", "128:8", "256:16"], help="length:pairs ...")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0 .. seeds-1 for every contender")
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--test-size", type=int, default=256)
@@ -72,12 +84,13 @@ def main(argv=None) -> dict:
                         help="Mamba's PyTorch scan (the CPU has no Mamba kernels) costs most; longer settings skip it")
     args = parser.parse_args(argv)
     if args.quick:
-        args.settings, args.steps, args.test_size, args.budget = ["24:2"], 2, 4, 5_000
+        args.settings, args.steps, args.test_size, args.budget, args.seeds = ["24:2"], 2, 4, 5_000, 2
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     results = {}
     for setting in args.settings:
         length, pairs = map(int, setting.split(":"))
-        names = [name for name in CONTENDERS if name != "mamba" or length <= args.mamba_max_length]
+        names = [name for name in args.contenders if name != "mamba" or length <= args.mamba_max_length]
         results[f"T={length}, {pairs} pairs"] = {name: run(name, length, pairs, args) for name in names}
     publish(args, "mqar", results, plot)
     return results

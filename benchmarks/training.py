@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,11 +35,12 @@ def train(
     learning_rate: float,
     seed: int = 0,
     loss_of: Callable[[nn.Module, Batch], torch.Tensor] = token_loss,
+    weight_decay: float = 0.01,
 ) -> float:
-    """AdamW with linear warm-up (10 %) and cosine decay, gradients clipped at 1, on `loss_of(model, batch)`;
-    -> seconds taken."""
+    """AdamW (weight decay 0.01 unless told) with linear warm-up (10 %) and cosine decay, gradients clipped
+    at 1, on `loss_of(model, batch)`; -> seconds taken."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     warmup = max(steps // 10, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -65,6 +67,30 @@ def accuracy(model: nn.Module, batch: Batch) -> float:
     return (predicted[labelled] == labels[labelled]).float().mean().item()
 
 
+def over_seeds(runs: list[dict]) -> dict:
+    """One result from the results of several seeds (dicts of the same keys): each number, each list of
+    numbers and each dict of numbers (e.g. by length) becomes its mean over the seeds, with the standard
+    deviation (numpy's, ddof 0, as in the other studies) under `key_std` and the values of the seeds under
+    `key_seeds`; anything else is taken from the first seed."""
+    merged = {}
+    for key, first in runs[0].items():
+        values = [run[key] for run in runs]
+        if isinstance(first, (int, float)) and not isinstance(first, bool):
+            merged[key] = float(np.mean(values))
+            merged[f"{key}_std"] = float(np.std(values))
+            merged[f"{key}_seeds"] = values
+        elif isinstance(first, list) and first and isinstance(first[0], (int, float)):
+            merged[key] = np.mean(values, axis=0).tolist()
+            merged[f"{key}_std"] = np.std(values, axis=0).tolist()
+        elif isinstance(first, dict) and first and all(isinstance(v, (int, float)) for v in first.values()):
+            merged[key] = {k: float(np.mean([v[k] for v in values])) for k in first}
+            merged[f"{key}_std"] = {k: float(np.std([v[k] for v in values])) for k in first}
+            merged[f"{key}_seeds"] = {k: [v[k] for v in values] for k in first}
+        else:
+            merged[key] = first
+    return merged
+
+
 def study_parser(docstring: str) -> argparse.ArgumentParser:
     """The command line every study has (--quick, --output-dir), described by its docstring's first paragraph."""
     parser = argparse.ArgumentParser(description=docstring.split("\n\n")[0])
@@ -86,14 +112,15 @@ def grouped_bars(axis, results: dict, contenders, metric: str) -> None:
     axis.set_xticks([position + 0.4 - width / 2 for position in range(len(settings))], settings)
 
 
-def publish(args, name: str, results: dict, draw: Callable[[dict], "plt.Figure"]) -> Path:
+def publish(args, name: str, results: dict, draw: Callable[[dict], "plt.Figure"], checks: dict | None = None) -> Path:
     """Write the study's settings (its command-line arguments, less the output folder, which is this
-    machine's) and `results` to args.output_dir/name.json, the figure `draw(results)` beside it (.png), and
-    name both on the last line printed; -> the JSON's path."""
+    machine's), the `checks` made before it (if any) and `results` to args.output_dir/name.json, the figure
+    `draw(results)` beside it (.png), and name both on the last line printed; -> the JSON's path."""
     args.output_dir.mkdir(parents=True, exist_ok=True)
     path = args.output_dir / f"{name}.json"
     settings = {key: value for key, value in vars(args).items() if key != "output_dir"}
-    path.write_text(json.dumps({"settings": settings, "results": results}, indent=2, default=str))
+    document = {"settings": settings, **({"checks": checks} if checks else {}), "results": results}
+    path.write_text(json.dumps(document, indent=2, default=str))
     figure = draw(results)
     figure.tight_layout()
     figure.savefig(path.with_suffix(".png"), dpi=120)

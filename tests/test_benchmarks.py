@@ -13,7 +13,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # study: the contenders its results must list (per task or setting where it has several)
 STUDIES = {
     "gradient_flow": {"lstm", "xlstm-s", "xlstm-m", "xlstm-ms"},
-    "state_tracking": {"xlstm-s", "xlstm-ms", "xlstm-m", "lstm", "llama"},
+    "state_tracking": {"xlstm-s", "xlstm-ms", "xlstm-m", "official-s", "official-ms", "lstm", "llama"},
+    "state_tracking_recipes": {"ours, 1 block(s)", "official, 1 block(s)"},
     "mqar": {"xlstm-m", "xlstm-ms", "xlstm-s", "lstm", "gru", "llama", "mamba"},
     "speed_scaling": {"xlstm_hf NeurIPS m-s-m-m", "xlstm_hf Large", "transformers xLSTM (Large)",
                       "official xlstm NeurIPS (vanilla sLSTM)", "torch.nn.LSTM", "Llama (sdpa)"},

@@ -16,11 +16,10 @@ Everything runs offline on the CPU (a few minutes at the default size):
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import matplotlib
 import numpy as np
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from datasets import Dataset
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -38,9 +37,6 @@ from transformers import (
 
 from xlstm_hf import XLSTMConfig, XLSTMForSequenceClassification
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-
 HELD_OUT_EVERY = 10
 # the canon's groups by the position of their last book (1-based): Genesis-Deuteronomy, Joshua-Esther, ...
 GROUPS = {"law": 5, "history": 17, "wisdom": 22, "prophets": 39, "gospels and Acts": 44, "letters and Revelation": 66}
@@ -50,7 +46,6 @@ QUICK_DEFAULTS = {"max_verses": 1200, "vocab_size": 512, "hidden_size": 32, "ste
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/bible_verse_classes"))
     parser.add_argument("--max-verses", type=int, default=None, help="use only this many verses")
     parser.add_argument("--every-nth-verse", type=int, default=1, help="take every n-th verse of the Bible")
@@ -60,11 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -167,8 +158,7 @@ def plot_confusion(path: Path, true: list[int], predicted) -> None:
     )
     axis.set_title("xLSTM on held-out KJV verses (rows: true group)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -211,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         "held_out_verses": len(test_texts),
     }
     plot_confusion(args.output_dir / "confusion.png", test_labels, predicted)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(args.output_dir, metrics)
     ours, baseline = metrics["xlstm"], metrics["bag_of_words_logistic_regression"]
     print(
         f"RESULT accuracy xLSTM {ours['accuracy']:.3f} vs bag-of-words {baseline['accuracy']:.3f} | macro-F1 "

@@ -17,37 +17,28 @@ Everything runs offline on the CPU (a minute or two at the default size):
 
 import argparse
 import importlib.util
-import json
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments, set_seed
 
 from xlstm_hf import XLSTMConfig, XLSTMForSequenceClassification
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 QUICK_DEFAULTS = {"hidden_size": 16, "steps": 3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/gunpoint"))
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -114,8 +105,7 @@ def plot_series(path: Path, values: np.ndarray, labels: np.ndarray, predicted: n
         axis.set(title=f"class {label} (dashed: misclassified by the xLSTM)", xlabel="step")
     axes[0].set_ylabel("z-normalised position")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -155,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test_series": len(test_values),
     }
     plot_series(args.output_dir / "series.png", test_values, test_labels, predicted)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(args.output_dir, metrics)
     accuracy = metrics["accuracy"]
     print(
         f"RESULT test accuracy xLSTM {accuracy['xlstm']:.3f} vs 1-NN Euclidean {accuracy['one_nn_euclidean']:.3f}"

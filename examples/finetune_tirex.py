@@ -21,20 +21,16 @@ instead (the same code path: the checkpoint is converted on load). Everything ru
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import matplotlib
 import numpy as np
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from datasets import Dataset
 from pmdarima.datasets import load_taylor
 from transformers import AutoModelForTimeSeriesPrediction, Trainer, TrainingArguments, set_seed
 
 from xlstm_hf import XLSTMForTimeSeriesPrediction
 from xlstm_hf.tirex import config_from_tirex
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 DAY, WEEK, PATCH = 48, 336, 32  # half-hours
 CONTEXT = 10 * PATCH  # 320 half-hours: a week minus a few hours, whole patches
@@ -44,7 +40,6 @@ QUICK_DEFAULTS = {"width": 32, "blocks": 1, "steps": 4, "test_days": 2}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/finetune_tirex"))
     parser.add_argument("--checkpoint", help="a TiRex checkpoint to fine-tune (file, folder or Hub repo id)")
     parser.add_argument("--published-size", action="store_true", help="random weights at TiRex's own size")
@@ -55,11 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--test-days", type=int, default=14)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -176,8 +167,7 @@ def plot(path: Path, losses: list, actual: np.ndarray, before: np.ndarray, after
     forecast_axis.set(xlabel="days into the test period", ylabel="demand (MW)", title="taylor: day-ahead forecasts")
     forecast_axis.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -206,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     metrics["model"] = args.checkpoint or ("TiRex-shaped, random weights", model.num_parameters())
     plot(args.output_dir / "finetune.png", metrics["training_loss"], actual, before, after)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(args.output_dir, metrics)
 
     first, last = metrics["training_loss"][0][1], metrics["training_loss"][-1][1]
     test = metrics["test"]

@@ -20,20 +20,16 @@ Everything runs offline on the CPU (a few minutes at the default size):
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from datasets import Dataset
 from pmdarima.datasets import load_taylor
 from transformers import AutoModelForTimeSeriesPrediction, Trainer, TrainingArguments, set_seed
 
 from xlstm_hf import XLSTMConfig, XLSTMForTimeSeriesPrediction
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 DAY, WEEK = 48, 336  # half-hours
 QUANTILES = [0.05, 0.1, 0.5, 0.9, 0.95]
@@ -42,7 +38,6 @@ QUICK_DEFAULTS = {"hidden_size": 16, "num_blocks": 1, "steps": 3, "test_days": 2
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/forecast_taylor"))
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--num-blocks", type=int, default=2)
@@ -51,11 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--test-days", type=int, default=14)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -183,8 +174,7 @@ def plot_forecast(path: Path, actual: np.ndarray, quantiles: np.ndarray, naive: 
     axis.set(xlabel="days into the test period", ylabel="demand (MW)", title="taylor: day-ahead forecasts")
     axis.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_anomalies(path: Path, contaminated: np.ndarray, quantiles: np.ndarray, injected, flagged) -> None:
@@ -197,8 +187,7 @@ def plot_anomalies(path: Path, contaminated: np.ndarray, quantiles: np.ndarray, 
     axis.set(xlabel="days into the test period", ylabel="demand (MW)", title="taylor: anomalies")
     axis.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -245,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.output_dir / "anomalies.png", contaminated[test_start:], contaminated_quantiles, injected, flagged
     )
 
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(args.output_dir, metrics)
     scores, wql, anomalies = metrics["mase"], metrics["weighted_quantile_loss"], metrics["anomalies"]
     print(
         f"RESULT MASE xLSTM {scores['xlstm']:.3f} vs seasonal naive {scores['seasonal_naive']:.3f} | "

@@ -19,34 +19,26 @@ Then, offline on the CPU:
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import matplotlib
 import numpy as np
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from finetune_tirex import DAY, LEVELS, WEEK, scores
 from pmdarima.datasets import load_taylor
 
 from xlstm_hf import XLSTMForTimeSeriesPrediction
 from xlstm_hf.tirex import find_tirex_checkpoint
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-
 CONTEXT = 2048  # TiRex's window
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="two test days")
     parser.add_argument("--checkpoint", default="NX-AI/TiRex",
                         help="Hub repo id (looked up in the Hub cache only), or a model.ckpt or a folder holding it")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/forecast_zero_shot"))
     parser.add_argument("--test-days", type=int, default=14)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.test_days = 2
-    return args
+    return parse_with_quick(parser, argv, {"test_days": 2}, quick_help="two test days")
 
 
 def cached_checkpoint(name: str) -> str | None:
@@ -92,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "week_ahead": {"tirex": scores(series[week_origin:], week, series[:week_origin])},
     }
     plot(args.output_dir / "zero_shot.png", actual, quantiles, series[week_origin:], week)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(args.output_dir, metrics)
     day_ahead = metrics["day_ahead"]
     print(f"RESULT zero-shot day-ahead MASE TiRex {day_ahead['tirex']['mase']:.3f} vs seasonal naive "
           f"{day_ahead['seasonal_naive']['mase']:.3f} | wQL {day_ahead['tirex']['weighted_quantile_loss']:.4f} | "
@@ -112,8 +104,7 @@ def plot(path: Path, actual: np.ndarray, quantiles: np.ndarray, week_actual: np.
         axis.set(xlabel="days", ylabel="demand (MW)", title=f"taylor, zero-shot: {title}")
         axis.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

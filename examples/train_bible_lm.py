@@ -28,8 +28,8 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
 import torch
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -47,9 +47,6 @@ from transformers import (
 from xlstm_hf import XLSTMConfig, XLSTMForCausalLM  # importing xlstm_hf registers it with the Auto classes
 from xlstm_hf.hub import model_card
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-
 VALIDATION_EVERY = 20  # every 20th verse is held out for validation
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 
@@ -62,7 +59,6 @@ QUICK_DEFAULTS = {
 
 def add_training_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     """The data, model and recipe flags this example shares with train_distributed.py."""
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
     parser.add_argument("--output-dir", type=Path, default=Path(output_dir))
     parser.add_argument("--max-verses", type=int, default=None, help="use only the first this many verses")
     parser.add_argument("--vocab-size", type=int, default=4096)
@@ -82,11 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_training_arguments(parser, "outputs/bible_lm")
     parser.add_argument("--prompt", default="In the beginning")
     parser.add_argument("--max-new-tokens", type=int, default=40)
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -263,8 +255,7 @@ def plot_losses(path: Path, results: dict) -> None:
     axis.set(xlabel="step", ylabel="training loss (cross-entropy)", title="KJV language models")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 # ---- saving, reloading and sampling ------------------------------------------------------------
@@ -354,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         "prompt": args.prompt,
         "sample": sample,
     }
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(args.output_dir, metrics)
     write_card(xlstm, metrics, args.output_dir)
     plot_losses(args.output_dir / "loss.png", results)
     report(metrics, args.output_dir)

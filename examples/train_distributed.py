@@ -16,9 +16,9 @@ The main process writes the model, the tokenizer and `metrics.json` (validation 
 """
 
 import argparse
-import json
 import math
 
+from _common import parse_with_quick, write_metrics
 from torch.distributed.fsdp import FSDPModule
 from train_bible_lm import add_training_arguments, as_lm_dataset, build_xlstm, prepare_data
 from transformers import Trainer, TrainingArguments
@@ -43,11 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) instead of all weights")
     parser.add_argument("--save-steps", type=int, default=0, help="write a checkpoint every this many steps")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 def training_arguments(args: argparse.Namespace) -> TrainingArguments:
@@ -111,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
-        (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_metrics(args.output_dir, metrics)
         print(f"RESULT {metrics['processes']} process(es), global batch {metrics['global_batch']}: "
               f"validation perplexity {metrics['validation_perplexity']:.1f} | saved to {args.output_dir}")
     return metrics

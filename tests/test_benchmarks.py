@@ -21,6 +21,7 @@ STUDIES = {
     "forecasting": {"seasonal naive", "holt-winters", "xlstm", "patchtst", "lstm"},
     "classification": {"1-nn euclidean", "xlstm-ms", "xlstm-m", "lstm"},
     "language_modelling": {"xlstm", "llama", "mamba", "unigram"},
+    "packing": {"padded", "padded, grouped by length", "packed"},
 }
 FLAT = ("gradient_flow", "speed_scaling", "language_modelling")  # one group of contenders, not one per setting
 

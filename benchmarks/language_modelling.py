@@ -23,6 +23,7 @@ from training import RESULTS, publish
 from transformers import MambaConfig, MambaForCausalLM, set_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from _common import parse_with_quick  # noqa: E402
 from train_bible_lm import (  # noqa: E402
     QUICK_DEFAULTS,
     add_training_arguments,
@@ -92,10 +93,8 @@ def main(argv=None) -> dict:
     add_training_arguments(parser, str(RESULTS))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=["xlstm", "llama"])
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**{**QUICK_DEFAULTS, "max_verses": 1000}, seeds=1, contenders=list(CONTENDERS))
-        args = parser.parse_args(argv)
+    args = parse_with_quick(parser, argv, {**QUICK_DEFAULTS, "max_verses": 1000, "seeds": 1,
+                                           "contenders": list(CONTENDERS)})
     data = prepare_data(args)
     results = {name: run(name, data, args) for name in args.contenders}
     results["unigram"] = {"validation_perplexity": unigram_perplexity(data[1], data[2], len(data[0]))}

@@ -28,14 +28,13 @@ batches carry the same labels, and Trainer normalises both losses by the same co
 """
 
 import argparse
-import json
 import re
 import warnings
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
+from _common import parse_with_quick, plt, save_figure, write_metrics
 from datasets import Dataset
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.linear_model import SGDClassifier
@@ -54,9 +53,6 @@ from transformers import (
 
 from xlstm_hf import XLSTMConfig, XLSTMForTokenClassification
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
-
 HELD_OUT_EVERY = 10
 LABELS = ["O", "COMMA", "PERIOD", "COLON", "SEMICOLON", "QUESTION"]
 LABEL_INDEX = {name: index for index, name in enumerate(LABELS)}
@@ -67,7 +63,6 @@ QUICK_DEFAULTS = {"max_verses": 1200, "vocab_size": 512, "hidden_size": 32, "ste
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run: tiny model, few steps")
     parser.add_argument("--output-dir", type=Path, default=Path("outputs/punctuation_tagger"))
     parser.add_argument("--max-verses", type=int, default=None, help="use only this many verses (spread evenly)")
     parser.add_argument("--vocab-size", type=int, default=4096)
@@ -80,11 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="batches of verses of similar length (Trainer's train_sampling_strategy)")
     parser.add_argument("--baseline-epochs", type=int, default=5, help="passes of the logistic regression")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.quick:
-        parser.set_defaults(**QUICK_DEFAULTS)
-        args = parser.parse_args(argv)
-    return args
+    return parse_with_quick(parser, argv, QUICK_DEFAULTS)
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -270,8 +261,7 @@ def plot_losses(path: Path, log_history: list[dict]) -> None:
     axis.set(xlabel="step", ylabel="cross-entropy per labelled word", title="Punctuation tagger (xLSTM)")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_confusion(path: Path, true, predicted) -> None:
@@ -280,8 +270,7 @@ def plot_confusion(path: Path, true, predicted) -> None:
                                             normalize="true", values_format=".2f", ax=axis, colorbar=False)
     axis.set_title("xLSTM on held-out KJV verses (rows: true mark)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 # ---- main ----------------------------------------------------------------------------------------------
@@ -331,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     plot_losses(args.output_dir / "loss.png", trainer.state.log_history)
     plot_confusion(args.output_dir / "confusion.png", true, predicted)
-    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(args.output_dir, metrics)
 
     print(f"example: {example['punctuated']!r}\n  truth: {example['truth']!r}")
     print(f"{'':28} macro-F1  marks-F1  " + "  ".join(f"{name:>9}" for name in LABELS))

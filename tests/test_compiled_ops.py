@@ -22,6 +22,14 @@ from kernel_inputs import (
     slstm_state,
     step_outputs_and_gradients,
 )
+from test_cuda_kernels import (
+    CHUNKWISE_PACKED_CASES,
+    CHUNKWISE_SHAPES,
+    assert_chunkwise_packed,
+    assert_matches_reference,
+    assert_spans_summed,
+    chunkwise_inputs,
+)
 from torch.autograd import gradcheck
 from torch.testing import assert_close
 
@@ -121,6 +129,98 @@ def test_mlstm_step_operator_passes_opcheck(with_mask):
     torch.library.opcheck(torch.ops.xlstm_hf.mlstm_step.default, args)
 
 
+# ---- chunkwise mLSTM ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", CHUNKWISE_SHAPES)
+@pytest.mark.parametrize("chunk_size", [1, 13, 64])
+@pytest.mark.parametrize("kind", ["none", "left", "random"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_mlstm_chunkwise_kernel_matches_reference(dtype, shape, chunk_size, kind, with_state):
+    """Against the float64 reference of the same chunk size: float64 to its rounding, float32 to float32's."""
+    B, H, T, Dqk, Dv = shape
+    inputs, state = chunkwise_inputs(B, H, T, Dqk, Dv, with_state)
+    mask = padding_mask(B, T, kind)
+    h_ref, final_ref, grads_ref = outputs_and_gradients(
+        lambda **kwargs: ops.mlstm(**kwargs, chunk_size=chunk_size, backend="native"), inputs, state, mask
+    )
+    h, final, grads = outputs_and_gradients(
+        lambda **kwargs: compiled.mlstm_chunkwise(**kwargs, chunk_size=chunk_size),
+        {name: x.to(dtype) for name, x in inputs.items()}, None if state is None else tuple(s.to(dtype) for s in state),
+        mask,
+    )
+    assert h.dtype == dtype and all(s.dtype == dtype for s in final)
+    assert_matches_reference([h, *final, *grads], [h_ref, *final_ref, *grads_ref], dtype)
+
+
+def test_mlstm_chunkwise_kernel_sums_log_forget_gates_over_spans():
+    def kernel(mask, initial_state, **inputs):
+        return compiled.mlstm_chunkwise(**inputs, mask=mask, initial_state=initial_state, chunk_size=64)
+
+    assert_spans_summed(kernel)
+
+
+@pytest.mark.parametrize("shape, chunk_size, kind, rows",
+                         [*CHUNKWISE_PACKED_CASES, ((2, 2, 130, 16, 40), 64, "right", [(0, 64, 100), (63, 64, 65)])])
+def test_mlstm_chunkwise_kernel_on_packed_rows(shape, chunk_size, kind, rows):
+    assert_chunkwise_packed(compiled.mlstm_chunkwise, shape, chunk_size, kind, rows)
+
+
+def test_mlstm_chunkwise_kernel_ignores_the_gates_at_padded_steps():
+    """Padded steps leave the state as it is, whatever their gates hold, and their gates get no gradient. (The
+    heads zero the padded q, k, v before any block: docs/design.md 1.5.)"""
+    inputs, _ = chunkwise_inputs(2, 2, 21, 4, 6, False)
+    mask = padding_mask(2, 21, "random")
+    poisoned = dict(inputs, i=inputs["i"].clone(), f=inputs["f"].clone())
+    for gate in (poisoned["i"], poisoned["f"]):
+        gate.transpose(1, 2)[~mask] = float("nan")  # [B, T, H] at the padded (b, t)
+    h, final, grads = outputs_and_gradients(compiled.mlstm_chunkwise, poisoned, None, mask)
+    h_ref, final_ref, grads_ref = outputs_and_gradients(compiled.mlstm_chunkwise, inputs, None, mask)
+    assert torch.equal(h, h_ref) and all(torch.equal(s, r) for s, r in zip(final, final_ref))
+    assert all(torch.equal(g, r) for g, r in zip(grads[:3], grads_ref[:3]))
+    for grad in grads[3:]:
+        padded = grad.transpose(1, 2)[~mask]
+        assert torch.equal(padded, torch.zeros_like(padded))
+
+
+def test_mlstm_chunkwise_kernel_in_half_precision_computes_in_float32():
+    inputs, _ = chunkwise_inputs(2, 2, 40, 8, 8, False)
+    half = {name: x.to(torch.bfloat16) for name, x in inputs.items()}
+    h, final = compiled.mlstm_chunkwise(**half, chunk_size=16)
+    h_ref, final_ref = ops.mlstm(**{name: x.float() for name, x in half.items()}, chunk_size=16, backend="native")
+    assert h.dtype == torch.bfloat16 and all(s.dtype == torch.float32 for s in final)
+    assert_close(h.float(), h_ref.to(torch.bfloat16).float(), rtol=1e-2, atol=1e-2)
+    assert_matches_reference(final, final_ref, torch.float32)
+
+
+def test_mlstm_chunkwise_kernel_gradcheck():
+    inputs, state = chunkwise_inputs(1, 2, 7, 3, 4, True)
+    mask = padding_mask(1, 7, "random")
+    leaves = [x.clone().requires_grad_() for x in (*inputs.values(), *state)]
+
+    def kernel(q, k, v, i, f, C, n, m):
+        h, final = compiled.mlstm_chunkwise(q, k, v, i, f, mask=mask, initial_state=(C, n, m), chunk_size=3)
+        return h, *final
+
+    assert gradcheck(kernel, leaves)
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_mlstm_chunkwise_operators_pass_opcheck(with_mask):
+    inputs, state = chunkwise_inputs(2, 2, 9, 4, 3, True)
+    mask = padding_mask(2, 9, "random") if with_mask else None
+    args = (*(x.float().requires_grad_() for x in (*inputs.values(), *state)), mask)
+    C, n, m = (x.float() for x in state)
+    forward_args = (*args[:5], mask, *args[5:8], 4, 1e-6)
+    torch.library.opcheck(torch.ops.xlstm_hf.mlstm_chunkwise_forward.default, forward_args)
+    h, C_out, n_out, m_out = torch.ops.xlstm_hf.mlstm_chunkwise_forward(*(x.detach() for x in args[:5]), mask, C, n,
+                                                                       m, 4, 1e-6)
+    grads = tuple(torch.randn_like(x) for x in (h, C_out, n_out, m_out))
+    backward_args = (*grads, *(x.detach() for x in args[:5]), mask, C, n, m, 4, 1e-6)
+    torch.library.opcheck(torch.ops.xlstm_hf.mlstm_chunkwise_backward.default, backward_args)
+
+
 # ---- causal convolution -------------------------------------------------------------------------------
 
 
@@ -168,7 +268,8 @@ def test_auto_takes_the_compiled_kernels_on_the_cpu():
     cpu = torch.device("cpu")
     assert ops.choose_backend("slstm", cpu)[0] == "cpp"
     assert ops.choose_backend("mlstm_step", cpu)[0] == "cpp"
-    assert ops.choose_backend("mlstm_chunkwise", cpu)[0] == "native"
+    assert ops.choose_backend("mlstm_chunkwise", cpu)[0] == "cpp"
+    assert ops.choose_backend("mlstm_parallel", cpu)[0] == "native"
     assert ops.choose_backend("slstm", cpu, "native") == ("native", "asked for")
 
 

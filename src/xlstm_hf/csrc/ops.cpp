@@ -18,7 +18,7 @@ TORCH_LIBRARY(xlstm_hf, m) {
   // one mLSTM step for all heads: -> (h [B, H, Dv], C [B, H, Dqk, Dv], n [B, H, Dqk], m [B, H])
   m.def("mlstm_step(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor C, Tensor n, Tensor m, Tensor? mask,"
         " float eps) -> (Tensor, Tensor, Tensor, Tensor)");
-  // the chunkwise mLSTM forward (CUDA): q, k [B, H, T, Dqk], v [B, H, T, Dv], i, f [B, H, T], the
+  // the chunkwise mLSTM forward (CPU and CUDA): q, k [B, H, T, Dqk], v [B, H, T, Dv], i, f [B, H, T], the
   // initial state C, n, m -> (h [B, H, T, Dv], the final C, n, m)
   m.def("mlstm_chunkwise_forward(Tensor q, Tensor k, Tensor v, Tensor i, Tensor f, Tensor? mask, Tensor C,"
         " Tensor n, Tensor m, int chunk_size, float eps) -> (Tensor, Tensor, Tensor, Tensor)");

@@ -36,8 +36,9 @@ _MLSTM_FORMS = {"chunkwise": mlstm_chunkwise, "parallel": mlstm_parallel, "recur
 _REFERENCES = {"mlstm_step": mlstm_step, "slstm": slstm_recurrent, "causal_conv1d": causal_conv1d_reference}
 _PEER_KERNELS = {"mlstm_step": peer_mlstm_step, "slstm": peer_slstm}
 _COMPILED = tuple(_REFERENCES)  # each has a compiled kernel of the same name in ops.compiled
-# decode_step: one token through the whole block stack, the inference fast path of XLSTMModel
-_COMPILED_ON_CPU = (*_COMPILED, "decode_step")
+# decode_step: one token through the whole block stack, the inference fast path of XLSTMModel;
+# mlstm_chunkwise: the chunkwise form (the parallel and recurrent forms stay in PyTorch)
+_COMPILED_ON_CPU = (*_COMPILED, "decode_step", "mlstm_chunkwise")
 _COMPILED_ON_CUDA = ("mlstm_step", "slstm", "mlstm_chunkwise")
 # "auto" takes the CUDA kernels only once they have passed scripts/gpu_check.sh on a GPU; until then they
 # run only where backend="cuda" asks for them, and "auto" takes the peers' kernels where installed
@@ -160,9 +161,8 @@ def mlstm(
     if chosen == "peers":
         return peer_mlstm_chunkwise(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps)
     kwargs = {"chunk_size": chunk_size} if form == "chunkwise" else {}
-    if chosen == "cuda" and q.dtype in (torch.float32, torch.bfloat16, torch.float16) and not (
-        torch.onnx.is_in_onnx_export()
-    ):
+    kernel_takes_dtype = chosen == "cpp" or q.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    if chosen in ("cpp", "cuda") and kernel_takes_dtype and not torch.onnx.is_in_onnx_export():
         return compiled.mlstm_chunkwise(q, k, v, i, f, mask=mask, initial_state=initial_state, eps=eps, **kwargs)
     if _as_one_operator() and form == "chunkwise":
         state = initial_state if initial_state is not None else zero_mlstm_state(q, v)

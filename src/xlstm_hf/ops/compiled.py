@@ -55,10 +55,13 @@ def mlstm_chunkwise(
     chunk_size: int = 64,
     eps: float = 1e-6,
 ) -> tuple[torch.Tensor, MLSTMState]:
-    """`mlstm_chunkwise` of the reference as the CUDA forward and backward kernels: same arguments and
-    results. Chunks hold at most 64 steps here (the forms agree for any chunk size)."""
+    """`mlstm_chunkwise` of the reference as the compiled forward and backward kernels (csrc/mlstm_chunkwise_cpu.cpp,
+    csrc/cuda/mlstm_chunkwise*.cu): same arguments and results. Chunks hold at most 64 steps here (the forms agree
+    for any chunk size)."""
     C, n, m = initial_state if initial_state is not None else zero_mlstm_state(q, v)
-    L = max(1, min(chunk_size, 64, q.shape[2]))
+    L = min(chunk_size, 64)
+    if q.is_cuda:  # the CPU kernel shortens a chunk longer than the sequence itself (no guard on T when exported)
+        L = max(1, min(L, q.shape[2]))
     h, C, n, m = torch.ops.xlstm_hf.mlstm_chunkwise_forward(q, k, v.to(q.dtype), i, f, mask, C, n, m, L, eps)
     return h.to(v.dtype), (C, n, m)
 
@@ -123,8 +126,13 @@ def _slstm_backward(ctx, grad_h, grad_final_states, _grad_states, _grad_raw):
     return grad_gates_x, grad_kernel, grad_bias, None, grad_initial
 
 
+def _state_dtype(q: torch.Tensor) -> torch.dtype:
+    """The dtype of the chunkwise kernels' arithmetic and state: float64 for float64 inputs, else float32."""
+    return torch.promote_types(q.dtype, torch.float32)
+
+
 def _mlstm_chunkwise_forward_fake(q, k, v, i, f, mask, C, n, m, chunk_size, eps):
-    floats = dict(dtype=torch.float32)
+    floats = dict(dtype=_state_dtype(q))
     return v.new_empty(v.shape), C.new_empty(C.shape, **floats), n.new_empty(n.shape, **floats), m.new_empty(
         m.shape, **floats
     )
@@ -143,8 +151,9 @@ def _mlstm_chunkwise_backward(ctx, grad_h, grad_C, grad_n, grad_m):
         grad if grad is not None else torch.zeros_like(x) for grad, x in zip((grad_h, grad_C, grad_n, grad_m),
                                                                                (v, C, n, m))
     )
+    state_grads = (grad.to(_state_dtype(q)) for grad in (grad_C, grad_n, grad_m))
     dq, dk, dv, di, df, dC, dn, dm = torch.ops.xlstm_hf.mlstm_chunkwise_backward(
-        grad_h, grad_C.float(), grad_n.float(), grad_m.float(), q, k, v, i, f, mask, C, n, m, ctx.chunk_size, ctx.eps
+        grad_h, *state_grads, q, k, v, i, f, mask, C, n, m, ctx.chunk_size, ctx.eps
     )
     return dq, dk, dv, di, df, None, dC, dn, dm, None, None
 

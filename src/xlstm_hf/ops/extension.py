@@ -17,7 +17,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
-CPU_SOURCES = ("ops.cpp", "slstm_cpu.cpp", "mlstm_cpu.cpp", "conv_cpu.cpp", "decode_cpu.cpp")
+CPU_SOURCES = ("ops.cpp", "slstm_cpu.cpp", "mlstm_cpu.cpp", "mlstm_chunkwise_cpu.cpp", "conv_cpu.cpp", "decode_cpu.cpp")
 CUDA_SOURCES = ("cuda_ops.cpp", "cuda/slstm.cu", "cuda/mlstm_step.cu", "cuda/mlstm_chunkwise.cu",
                 "cuda/mlstm_chunkwise_backward.cu")
 CUDA_ARCHITECTURES = ("80", "90")  # Ampere and Hopper, as machine code; no Hopper-only instructions yet

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 import transformers
+from _timing import cpu_model
 from xlstm import (
     FeedForwardConfig,
     mLSTMBlockConfig,
@@ -160,7 +161,7 @@ def rows(size: dict) -> list[tuple[str, str, float, float, str]]:
 
 
 def print_table(table: list, size: dict) -> None:
-    print(f"\nCPU, float32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"\nCPU: {cpu_model()}; float32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"transformers {transformers.__version__}; hidden {size['hidden']}, 4 blocks, "
           f"batch {size['batch']} x {size['length']} tokens\n")
     print(f"| {'measurement':<32} | {'peer':<20} | {'xlstm_hf':>10} | {'peer':>10} | {'unit':<8} | speed-up |")

@@ -12,12 +12,11 @@ Rows alternate the contenders repeat by repeat and report medians.
 """
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import transformers
+from _timing import cpu_model, medians
 from xlstm import sLSTMBlockConfig, sLSTMLayerConfig, xLSTMBlockStack, xLSTMBlockStackConfig
 
 from xlstm_hf import XLSTMConfig, XLSTMForCausalLM, XLSTMModel, convert_official_xlstm
@@ -26,19 +25,6 @@ SIZES = {
     "full": dict(batch=8, length=512, hidden=256, repeats=5, lm_hidden=128, vocab=2048, new_tokens=64),
     "quick": dict(batch=2, length=32, hidden=64, repeats=2, lm_hidden=128, vocab=256, new_tokens=4),
 }
-
-
-def medians(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, run in turns after one warm-up each."""
-    for run in contenders.values():
-        run()
-    times = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def slstm_block(size: dict) -> xLSTMBlockStack:
@@ -128,7 +114,7 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     size = SIZES["quick" if parser.parse_args(argv).quick else "full"]
     rows = slstm_rows(size) + generation_rows(size)
-    print(f"\nCPU, float32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"\nCPU: {cpu_model()}; float32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"transformers {transformers.__version__}\n")
     print(f"| {'measurement':<52} | {'value':>9} | unit")
     print(f"|{'-' * 54}|{'-' * 11}|{'-' * 16}")

@@ -16,7 +16,6 @@ also gives the largest difference of the quantiles, relative to their magnitude.
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import cpu_model
 from tirex.models.tirex import TiRexZero
 
 from xlstm_hf import XLSTMForTimeSeriesPrediction
@@ -50,13 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.batch_sizes, args.context, args.repeats, args.no_compile = [1, 4], 300, 1, True
     return args
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def write_checkpoint(path: Path, size: dict) -> None:

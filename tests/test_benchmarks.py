@@ -1,5 +1,6 @@
-"""The evidence studies in `benchmarks/` in their `--quick` mode (seconds each), so that they never rot:
-each trains every contender briefly, writes its JSON and its plot, and names them on its last line."""
+"""The evidence studies in `benchmarks/` and the CPU speed benchmarks in `scripts/` in their `--quick` mode
+(seconds each), so that they never rot: each study trains every contender briefly, writes its JSON and its
+plot, and names them on its last line; each speed benchmark prints its table under the machine's CPU model."""
 
 import json
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 # study: the contenders its results must list (per task or setting where it has several)
 STUDIES = {
@@ -36,3 +38,11 @@ def test_study_quick_run(study, tmp_path):
     groups = [results] if study in FLAT else list(results.values())
     assert all(set(group) == STUDIES[study] for group in groups)
     assert (tmp_path / f"{study}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("script", ["bench_cpu", "bench_kernels_cpu", "bench_short_context"])
+def test_speed_benchmark_quick_run(script):
+    result = subprocess.run([sys.executable, f"{script}.py", "--quick"], cwd=SCRIPTS, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "CPU: " in result.stdout and result.stdout.count("\n|") >= 5  # the table, under the CPU model

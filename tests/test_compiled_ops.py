@@ -25,6 +25,7 @@ from kernel_inputs import (
 from test_cuda_kernels import (
     CHUNKWISE_PACKED_CASES,
     CHUNKWISE_SHAPES,
+    assert_chunkwise_matches_reference,
     assert_chunkwise_packed,
     assert_matches_reference,
     assert_spans_summed,
@@ -139,19 +140,7 @@ def test_mlstm_step_operator_passes_opcheck(with_mask):
 @pytest.mark.parametrize("with_state", [False, True])
 def test_mlstm_chunkwise_kernel_matches_reference(dtype, shape, chunk_size, kind, with_state):
     """Against the float64 reference of the same chunk size: float64 to its rounding, float32 to float32's."""
-    B, H, T, Dqk, Dv = shape
-    inputs, state = chunkwise_inputs(B, H, T, Dqk, Dv, with_state)
-    mask = padding_mask(B, T, kind)
-    h_ref, final_ref, grads_ref = outputs_and_gradients(
-        lambda **kwargs: ops.mlstm(**kwargs, chunk_size=chunk_size, backend="native"), inputs, state, mask
-    )
-    h, final, grads = outputs_and_gradients(
-        lambda **kwargs: compiled.mlstm_chunkwise(**kwargs, chunk_size=chunk_size),
-        {name: x.to(dtype) for name, x in inputs.items()}, None if state is None else tuple(s.to(dtype) for s in state),
-        mask,
-    )
-    assert h.dtype == dtype and all(s.dtype == dtype for s in final)
-    assert_matches_reference([h, *final, *grads], [h_ref, *final_ref, *grads_ref], dtype)
+    assert_chunkwise_matches_reference(compiled.mlstm_chunkwise, shape, chunk_size, kind, with_state, dtype)
 
 
 def test_mlstm_chunkwise_kernel_sums_log_forget_gates_over_spans():

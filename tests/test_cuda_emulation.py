@@ -21,12 +21,12 @@ from kernel_inputs import mlstm_step_inputs, outputs_and_gradients, padding_mask
 from test_cuda_kernels import (
     CHUNKWISE_PACKED_CASES,
     SLSTM_PACKED_CASES,
+    assert_chunkwise_matches_reference,
     assert_chunkwise_packed,
     assert_matches_reference,
     assert_slstm_packed,
     assert_spans_summed,
     assert_step_packed,
-    chunkwise_inputs,
 )
 
 from xlstm_hf import ops
@@ -178,18 +178,7 @@ CHUNKWISE_CASES = [((1, 1, 1, 1, 1), 1, "none", False), ((2, 3, 7, 5, 9), 16, "r
 
 @pytest.mark.parametrize("shape, chunk_size, kind, with_state", CHUNKWISE_CASES)
 def test_mlstm_chunkwise_matches_reference(shape, chunk_size, kind, with_state, emulator):
-    B, H, T, Dqk, Dv = shape
-    inputs, state = chunkwise_inputs(B, H, T, Dqk, Dv, with_state)
-    mask = padding_mask(B, T, kind)
-    h_ref, final_ref, grads_ref = outputs_and_gradients(
-        lambda **kwargs: ops.mlstm(**kwargs, chunk_size=chunk_size, backend="native"), inputs, state, mask
-    )
-    h, final, grads = outputs_and_gradients(
-        lambda **kwargs: emulated.mlstm_chunkwise(**kwargs, chunk_size=chunk_size),
-        {name: x.float() for name, x in inputs.items()}, None if state is None else tuple(s.float() for s in state),
-        mask,
-    )
-    assert_matches_reference([h, *final, *grads], [h_ref, *final_ref, *grads_ref], torch.float32)
+    assert_chunkwise_matches_reference(emulated.mlstm_chunkwise, shape, chunk_size, kind, with_state)
 
 
 # relative error (norm) allowed against the float64 reference on the same rounded inputs: h and dq, dk, dv

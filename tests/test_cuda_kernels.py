@@ -81,6 +81,12 @@ def to_cpu(tensors):
     return [t.cpu() for t in tensors]
 
 
+def chunkwise_on_gpu(q, k, v, i, f, mask, initial_state, **options):
+    """The CUDA chunkwise mLSTM as a function of CPU tensors."""
+    return compiled.mlstm_chunkwise(*on_gpu((q, k, v, i, f)), mask=on_gpu(mask), initial_state=on_gpu(initial_state),
+                                    **options)
+
+
 SLSTM_SHAPES = [(1, 1, 1, 1), (2, 3, 7, 5), (3, 2, 37, 16), (2, 4, 64, 64), (1, 2, 5, 300)]
 
 
@@ -135,6 +141,24 @@ def chunkwise_inputs(B, H, T, Dqk, Dv, with_state, seed=4):
     state = (torch.randn(B, H, Dqk, Dv, generator=g), torch.randn(B, H, Dqk, generator=g),
              torch.randn(B, H, generator=g)) if with_state else None
     return {name: x.double() for name, x in inputs.items()}, None if state is None else tuple(s.double() for s in state)
+
+
+def assert_chunkwise_matches_reference(kernel, shape, chunk_size, kind, with_state, dtype=torch.float32):
+    """`kernel` (the chunkwise mLSTM's calling convention, CPU tensors of `dtype`) against the float64 reference
+    of the same chunk size: outputs, states and gradients in `dtype`, each to `dtype`'s rounding."""
+    B, H, T, Dqk, Dv = shape
+    inputs, state = chunkwise_inputs(B, H, T, Dqk, Dv, with_state)
+    mask = padding_mask(B, T, kind)
+    h_ref, final_ref, grads_ref = outputs_and_gradients(
+        lambda **kwargs: ops.mlstm(**kwargs, chunk_size=chunk_size, backend="native"), inputs, state, mask
+    )
+    h, final, grads = outputs_and_gradients(
+        lambda **kwargs: kernel(**kwargs, chunk_size=chunk_size),
+        {name: x.to(dtype) for name, x in inputs.items()}, None if state is None else tuple(s.to(dtype) for s in state),
+        mask,
+    )
+    assert h.dtype == dtype and all(s.dtype == dtype for s in final)
+    assert_matches_reference(to_cpu([h, *final, *grads]), [h_ref, *final_ref, *grads_ref], dtype)
 
 
 def nearly_closed_forget_gates(seed=6):
@@ -308,11 +332,7 @@ def test_slstm_cuda_kernel_on_packed_rows(layout, dtype, shape, kind, rows, monk
 @pytest.mark.parametrize("shape, chunk_size, kind, rows",
                          [*CHUNKWISE_PACKED_CASES, ((2, 2, 130, 16, 40), 64, "right", [(0, 64, 100), (63, 64, 65)])])
 def test_mlstm_chunkwise_cuda_on_packed_rows(shape, chunk_size, kind, rows):
-    def kernel(q, k, v, i, f, mask, initial_state, **options):
-        return compiled.mlstm_chunkwise(*on_gpu((q, k, v, i, f)), mask=on_gpu(mask),
-                                        initial_state=on_gpu(initial_state), **options)
-
-    assert_chunkwise_packed(kernel, shape, chunk_size, kind, rows)
+    assert_chunkwise_packed(chunkwise_on_gpu, shape, chunk_size, kind, rows)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -328,22 +348,7 @@ def test_mlstm_step_cuda_kernel_on_packed_rows(dtype):
 @pytest.mark.parametrize("kind", ["none", "left", "random"])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_mlstm_chunkwise_cuda_matches_reference(shape, chunk_size, kind, with_state):
-    B, H, T, Dqk, Dv = shape
-    inputs, state = chunkwise_inputs(B, H, T, Dqk, Dv, with_state)
-    mask = padding_mask(B, T, kind)
-
-    def reference(**kwargs):
-        return ops.mlstm(**kwargs, chunk_size=chunk_size, backend="native")
-
-    def kernel(**kwargs):
-        return compiled.mlstm_chunkwise(**kwargs, chunk_size=chunk_size)
-
-    h_ref, final_ref, grads_ref = outputs_and_gradients(reference, inputs, state, mask)
-    h, final, grads = outputs_and_gradients(
-        kernel, on_gpu({name: x.float() for name, x in inputs.items()}),
-        on_gpu(None if state is None else tuple(s.float() for s in state)), on_gpu(mask),
-    )
-    assert_matches_reference(to_cpu([h, *final, *grads]), [h_ref, *final_ref, *grads_ref], torch.float32)
+    assert_chunkwise_matches_reference(chunkwise_on_gpu, shape, chunk_size, kind, with_state)
 
 
 def test_mlstm_chunkwise_cuda_sums_log_forget_gates_over_spans():

@@ -91,7 +91,7 @@ def plot(results: dict) -> plt.Figure:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_training_arguments(parser, str(RESULTS))
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=["xlstm", "llama"])
     args = parse_with_quick(parser, argv, {**QUICK_DEFAULTS, "max_verses": 1000, "seeds": 1,
                                            "contenders": list(CONTENDERS)})

@@ -352,10 +352,7 @@ def test_mlstm_chunkwise_cuda_matches_reference(shape, chunk_size, kind, with_st
 
 
 def test_mlstm_chunkwise_cuda_sums_log_forget_gates_over_spans():
-    def kernel(mask, initial_state, **inputs):
-        return compiled.mlstm_chunkwise(**on_gpu(inputs), mask=mask, initial_state=initial_state, chunk_size=64)
-
-    assert_spans_summed(kernel)
+    assert_spans_summed(partial(chunkwise_on_gpu, chunk_size=64))
 
 
 def test_slstm_per_pair_backward_beyond_48_kb_of_shared_memory(monkeypatch):

@@ -233,7 +233,7 @@ def test_mlstm_step_on_packed_rows(dtype, emulator):
 
 
 def test_mlstm_chunkwise_sums_log_forget_gates_over_spans(emulator):
-    assert_spans_summed(lambda **kwargs: emulated.mlstm_chunkwise(**kwargs, chunk_size=64))
+    assert_spans_summed(emulated.mlstm_chunkwise)
 
 
 def test_slstm_per_pair_backward_beyond_48_kb_of_shared_memory(emulator, monkeypatch):
